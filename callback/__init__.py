@@ -1,0 +1,1 @@
+"""The `callback` runtime: CLI entry point, settings and shared plumbing (logging, Kafka clients)."""

@@ -1,0 +1,89 @@
+"""Runtime settings: one place where every process learns where Kafka, ClickHouse and the stack live.
+
+Values come, highest first, from environment variables (``CALLBACK_...``), then from an optional
+YAML file named by ``CALLBACK_SETTINGS_FILE``, then from the defaults below, which point at the
+embedded local stack on 127.0.0.1. A carrier points the pipeline at their own clusters with e.g.
+``CALLBACK_KAFKA__BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    #: extra librdkafka properties merged into every client (e.g. sasl.* for a carrier's cluster)
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class ClickHouseSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 9000
+    http_port: int = 8123
+    database: str = "callback"
+    user: str = "default"
+    password: str = ""
+
+
+class StackSettings(BaseModel):
+    """The embedded local stack (``callback stack up``); ignored when pointing at external clusters."""
+
+    state_dir: Path = REPO_ROOT / ".stack"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    clickhouse_tcp_port: int = 9000
+    clickhouse_http_port: int = 8123
+    kafka_heap: str = "512m"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by CALLBACK_SETTINGS_FILE, if any."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("CALLBACK_SETTINGS_FILE")
+        if not path:
+            return {}
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: settings file must be a mapping at the top level")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLBACK_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
