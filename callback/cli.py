@@ -39,8 +39,8 @@ def _mount_components() -> None:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # component not built yet
+            if exc.name and (module_name + ".").startswith(exc.name + "."):
+                continue  # component not installed in this build
             raise
         module.register(app)
 

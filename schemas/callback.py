@@ -1,0 +1,161 @@
+"""Callback sessions: initiations, state transitions and finished legs."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.envelope import Envelope, PhoneNumber, Record, UtcDatetime
+from schemas.reference import AuthMethod, EntityId
+
+CallbackId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class LegType(StrEnum):
+    INITIATION = "initiation"  # the subscriber's call to the access number (never answered)
+    A = "a"  # the system calls the subscriber back
+    B = "b"  # the destination the subscriber asked for
+
+
+class PayerKind(StrEnum):
+    USER = "user"
+    CARD = "card"
+    CALLBACK_USER = "callback_user"  # the system owner: pays unauthenticated leg A
+
+
+class Payer(Record):
+    kind: PayerKind
+    id: EntityId
+
+    @property
+    def key(self) -> str:
+        """Key on ``accounts.balances``."""
+        return f"{self.kind.value}:{self.id}"
+
+
+class SessionState(StrEnum):
+    REQUESTED = "requested"
+    REJECTED = "rejected"
+    SCHEDULED = "scheduled"
+    ORIGINATING_A = "originating_a"
+    A_ANSWERED = "a_answered"
+    AUTHENTICATING = "authenticating"
+    AWAITING_DESTINATION = "awaiting_destination"
+    DIALING_B = "dialing_b"
+    BRIDGED = "bridged"
+    COMPLETED = "completed"
+    FAILED_A = "failed_a"
+    FAILED_B = "failed_b"
+    AUTH_FAILED = "auth_failed"
+
+
+TERMINAL_STATES = frozenset({SessionState.REJECTED, SessionState.COMPLETED, SessionState.FAILED_B,
+                             SessionState.AUTH_FAILED})
+
+
+class InitiationOrigin(StrEnum):
+    DID = "did"
+    WEB = "web"
+
+
+class CallbackInitiation(Envelope):
+    """A request for a callback: a call that reached a callback DID, or a web request."""
+
+    type: Literal["callback.initiation"] = "callback.initiation"
+    callback_id: CallbackId
+    origin: InitiationOrigin
+    ani: PhoneNumber | None = Field(default=None, description="caller ID of the initiation; None = withheld")
+    did: PhoneNumber | None = None
+    pbx_id: EntityId | None = None
+    channel: str | None = Field(default=None, description="initiation channel, to be dropped with the cause")
+    uniqueid: str | None = None
+    callback_number: PhoneNumber | None = Field(
+        default=None, description="number to call back; the ANI for DID initiations, the form's for web")
+    destination: PhoneNumber | None = Field(default=None, description="leg B number when known up front (web)")
+    user_id: EntityId | None = Field(default=None, description="already authenticated user (web)")
+    received_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _shape(self) -> CallbackInitiation:
+        if self.origin is InitiationOrigin.DID and (self.did is None or self.channel is None):
+            raise ValueError("a DID initiation needs did and channel")
+        if self.origin is InitiationOrigin.WEB and (self.callback_number is None or self.user_id is None):
+            raise ValueError("a web initiation needs callback_number and user_id")
+        return self
+
+
+class SessionTransition(Envelope):
+    """One step of a callback session's state machine; the whole history of a session is on the topic."""
+
+    type: Literal["callback.transition"] = "callback.transition"
+    callback_id: CallbackId
+    from_state: SessionState | None
+    to_state: SessionState
+    attempt: int = Field(default=0, ge=0)
+    due_at: UtcDatetime | None = Field(default=None, description="when a scheduled attempt is due")
+    reason: str = ""
+    auth_method: AuthMethod | None = None
+    payer: Payer | None = None
+    callback_number: PhoneNumber | None = None
+    destination: PhoneNumber | None = None
+
+
+class Disposition(StrEnum):
+    ANSWERED = "ANSWERED"
+    NO_ANSWER = "NO ANSWER"
+    BUSY = "BUSY"
+    FAILED = "FAILED"
+    CONGESTION = "CONGESTION"
+
+
+class FinishedLeg(Envelope):
+    """A leg that has ended, ready to be rated. ``leg_id`` is deterministic, so a replay is recognised."""
+
+    type: Literal["callback.leg"] = "callback.leg"
+    leg_id: Annotated[str, Field(min_length=1, max_length=160)]
+    callback_id: CallbackId
+    leg: LegType
+    attempt: int = Field(default=0, ge=0)
+    pbx_id: EntityId | None = None
+    did: PhoneNumber | None = None
+    src: PhoneNumber | None = Field(default=None, description="calling number (CID presented)")
+    dst: PhoneNumber = Field(description="rated number: called-back number (A), destination (B), origin (init)")
+    started_at: UtcDatetime
+    answered_at: UtcDatetime | None = None
+    ended_at: UtcDatetime
+    disposition: Disposition
+    q850_cause: int | None = None
+    sip_code: int | None = None
+    payer: Payer
+    auth_method: AuthMethod | None = None
+    final_state: SessionState | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> FinishedLeg:
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        if self.answered_at is not None and not (self.started_at <= self.answered_at <= self.ended_at):
+            raise ValueError("answered_at must lie between started_at and ended_at")
+        if (self.disposition is Disposition.ANSWERED) != (self.answered_at is not None):
+            raise ValueError("answered_at is set exactly when disposition is ANSWERED")
+        return self
+
+    @property
+    def duration_ms(self) -> int:
+        return _ms_between(self.started_at, self.ended_at)
+
+    @property
+    def billsec_ms(self) -> int:
+        return 0 if self.answered_at is None else _ms_between(self.answered_at, self.ended_at)
+
+
+def leg_id_for(callback_id: str, leg: LegType, attempt: int) -> str:
+    """The deterministic id of a leg: one callback, one leg type, one attempt."""
+    return f"{callback_id}:{leg.value}:{attempt}"
+
+
+def _ms_between(start: UtcDatetime, end: UtcDatetime) -> int:
+    delta = end - start
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000

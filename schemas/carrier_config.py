@@ -1,0 +1,218 @@
+"""A carrier's configuration file: the whole reference data in one YAML document.
+
+``load_carrier_config`` validates it (types, ranges, and references between entities) and reports
+every problem with the file, line and field path, so a carrier's engineer fixes the right line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from schemas.envelope import Record
+from schemas.reference import (
+    AuthMethod,
+    CallbackDialPlan,
+    CallbackServer,
+    CallbackSettings,
+    CallingCard,
+    Device,
+    Did,
+    Tariff,
+    User,
+)
+from schemas.topics import (
+    CONFIG_CARDS,
+    CONFIG_DEVICES,
+    CONFIG_DIALPLANS,
+    CONFIG_DIDS,
+    CONFIG_SERVERS,
+    CONFIG_SETTINGS,
+    CONFIG_TARIFFS,
+    CONFIG_USERS,
+)
+
+
+class CarrierConfig(Record):
+    callback_settings: CallbackSettings
+    servers: list[CallbackServer] = Field(min_length=1)
+    tariffs: list[Tariff] = Field(min_length=1)
+    users: list[User] = Field(min_length=1)
+    devices: list[Device] = Field(default_factory=list)
+    cards: list[CallingCard] = Field(default_factory=list)
+    dialplans: list[CallbackDialPlan] = Field(min_length=1)
+    dids: list[Did] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> CarrierConfig:
+        """Every id an entity points at must exist, and ids must be unique."""
+        problems: list[str] = []
+        tariffs = _unique(self.tariffs, "tariff_id", "tariffs", problems)
+        users = _unique(self.users, "user_id", "users", problems)
+        devices = _unique(self.devices, "device_id", "devices", problems)
+        servers = _unique(self.servers, "server_id", "servers", problems)
+        dialplans = _unique(self.dialplans, "dialplan_id", "dialplans", problems)
+        _unique(self.cards, "number", "cards", problems)
+        _unique(self.dids, "number", "dids", problems)
+
+        for i, user in enumerate(self.users):
+            _ref(user.tariff_id, tariffs, f"users.{i}.tariff_id", "tariff", problems)
+        for i, device in enumerate(self.devices):
+            _ref(device.user_id, users, f"devices.{i}.user_id", "user", problems)
+        for i, card in enumerate(self.cards):
+            _ref(card.tariff_id, tariffs, f"cards.{i}.tariff_id", "tariff", problems)
+        for i, did in enumerate(self.dids):
+            _ref(did.dialplan_id, dialplans, f"dids.{i}.dialplan_id", "dial plan", problems)
+            if did.pbx_id is not None:
+                _ref(did.pbx_id, servers, f"dids.{i}.pbx_id", "server", problems)
+        settings_scopes = [("callback_settings", self.callback_settings)]
+        settings_scopes += [(f"dialplans.{i}.settings", d.settings) for i, d in enumerate(self.dialplans)]
+        settings_scopes += [(f"dids.{i}.settings", d.settings) for i, d in enumerate(self.dids)]
+        for path, settings in settings_scopes:
+            if settings is not None and settings.callback_server_id is not None:
+                _ref(settings.callback_server_id, servers, f"{path}.callback_server_id", "server", problems)
+
+        system = self.callback_settings
+        if system.scope != "system":
+            problems.append("callback_settings.scope: the top-level settings must have scope 'system'")
+        if system.callback_user_id is not None and system.callback_user_id not in users:
+            problems.append(f"callback_settings.callback_user_id: no user {system.callback_user_id!r}")
+        if system.callback_device_id is not None:
+            device = devices.get(system.callback_device_id)
+            if device is None:
+                problems.append(f"callback_settings.callback_device_id: no device {system.callback_device_id!r}")
+            elif device.user_id != system.callback_user_id:
+                problems.append("callback_settings.callback_device_id: the Callback Device must belong to "
+                                "the Callback User")
+        card_methods = {AuthMethod.CARD_NUMBER_PIN, AuthMethod.CARD_PIN, AuthMethod.CARD_PINLESS}
+        for i, plan in enumerate(self.dialplans):
+            if plan.auth_method in card_methods and not self.cards:
+                problems.append(f"dialplans.{i}.auth_method: {plan.auth_method.value} needs calling cards")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def callback_user(self) -> User:
+        return next(u for u in self.users if u.user_id == self.callback_settings.callback_user_id)
+
+    def records(self) -> Iterator[tuple[str, str, Record]]:
+        """(topic, key, value) of every reference record this file publishes."""
+        yield CONFIG_SETTINGS.name, "system", self.callback_settings
+        for server in self.servers:
+            yield CONFIG_SERVERS.name, server.server_id, server
+        for tariff in self.tariffs:
+            yield CONFIG_TARIFFS.name, tariff.tariff_id, tariff
+        for user in self.users:
+            yield CONFIG_USERS.name, user.user_id, user
+        for device in self.devices:
+            yield CONFIG_DEVICES.name, device.device_id, device
+        for card in self.cards:
+            yield CONFIG_CARDS.name, card.number, card
+        for plan in self.dialplans:
+            yield CONFIG_DIALPLANS.name, plan.dialplan_id, plan
+        for did in self.dids:
+            yield CONFIG_DIDS.name, did.number, did
+
+
+def _unique(items: list[Any], attr: str, section: str, problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        key = getattr(item, attr)
+        if key in out:
+            problems.append(f"{section}.{i}.{attr}: duplicate {attr} {key!r}")
+        out[key] = item
+    return out
+
+
+def _ref(value: str, known: dict[str, Any], path: str, what: str, problems: list[str]) -> None:
+    if value not in known:
+        problems.append(f"{path}: no {what} {value!r}")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration file, located for a human."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """1-based line of the deepest YAML node that ``loc`` reaches (the bad field, or its parent)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    child = value_node
+                    line = key_node.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _path_from_message(message: str) -> tuple[str, tuple[str | int, ...], str]:
+    """Our cross-reference messages start with a dotted path; split it off so it can be located."""
+    head, sep, rest = message.partition(": ")
+    if not sep or " " in head:
+        return "", (), message
+    loc = tuple(int(p) if p.isdigit() else p for p in head.split("."))
+    return head, loc, rest
+
+
+def load_carrier_config(path: str | Path) -> CarrierConfig:
+    """Parse and validate a carrier YAML file; raise ``ConfigError`` listing every problem with its line."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc.strerror}")]) from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError([ConfigProblem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) \
+            from exc
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(file, 1, "", "the file must be a mapping of sections")])
+    try:
+        return CarrierConfig.model_validate(data)
+    except ValidationError as exc:
+        problems: list[ConfigProblem] = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if not loc:  # cross-reference problems: one message each, joined by '; '
+                for part in message.split("; "):
+                    dotted, sub_loc, rest = _path_from_message(part)
+                    problems.append(ConfigProblem(file, _node_line(root, sub_loc), dotted, rest))
+                continue
+            problems.append(ConfigProblem(file, _node_line(root, loc), ".".join(map(str, loc)), message))
+        raise ConfigError(problems) from exc

@@ -1,0 +1,97 @@
+"""The common envelope every message on every topic carries, and the dead-letter record.
+
+Every record value is one flat JSON object: the envelope fields (``event_id``, ``type``,
+``schema_version``, ``time``, ``source``) sit beside the payload fields, so a consumer in any
+language reads one object and ClickHouse can ingest it without unnesting.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+#: Highest schema version this code understands; a record with a newer one is dead-lettered, not guessed at.
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; every time on the wire is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_aware_utc)]
+
+
+def _no_float_noise(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("money must be a finite number")
+    return value
+
+
+#: Money is Decimal end to end; on the wire it is a JSON string ("0.20") so no consumer parses it as float.
+Money = Annotated[
+    Decimal,
+    AfterValidator(_no_float_noise),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+]
+
+#: Digits-only E.164-style number (no '+', spaces or dashes); PBXes and tariffs agree on it.
+PhoneNumber = Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
+
+
+class Record(BaseModel):
+    """Base of every message: strict about unknown fields so contract drift is caught, not swallowed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Envelope(Record):
+    """Common header fields. ``type`` is fixed per subclass (a Literal) and is the union discriminator."""
+
+    TYPE: ClassVar[str] = ""
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    time: UtcDatetime = Field(default_factory=utc_now)
+    source: str = Field(min_length=1, max_length=128, description="Which process wrote it, e.g. 'ami/pbx1'")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is newer than this consumer understands ({SCHEMA_VERSION})")
+        return v
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class DeadLetter(Record):
+    """A record that could not be processed, with why and the original bytes (base64) so nothing is lost."""
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    type: str = "dead_letter"
+    time: UtcDatetime = Field(default_factory=utc_now)
+    source: str
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    key_b64: str | None = None
+    value_b64: str | None = None
+    reason: str
+    error_kind: str = Field(description="stable machine-readable class: malformed_json, invalid_schema, "
+                                        "unknown_schema_version, no_tariff, no_prefix, ...")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()

@@ -1,0 +1,198 @@
+"""Reference data a carrier configures: callback settings, users, devices, calling cards, tariffs,
+DIDs (access numbers), callback dial plans and callback servers.
+
+These are the values of the compacted ``config.*`` topics, keyed by their natural id (see
+``schemas.topics``). Users and calling cards are unrelated entities, as in the seed.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.envelope import Money, PhoneNumber, Record
+from schemas.hangup_causes import BY_Q850
+
+Digits = Annotated[str, Field(pattern=r"^[0-9]{1,32}$")]
+Prefix = Annotated[str, Field(pattern=r"^[0-9]{0,20}$", description="'' is the catch-all prefix")]
+EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class AuthMethod(StrEnum):
+    """How a Callback Dial Plan recognises who is calling (seed: 'Types of Callback')."""
+
+    DEVICE_PIN = "device_pin"  # user enters a Device PIN
+    ANI = "ani"  # caller ID matches a device's registered number; no PIN asked
+    ANI_THEN_PIN = "ani_then_pin"  # caller ID must match, then the Device PIN is asked
+    CARD_NUMBER_PIN = "card_number_pin"  # calling card number + PIN
+    CARD_PIN = "card_pin"  # calling card PIN only
+    CARD_PINLESS = "card_pinless"  # caller ID matches a card's pinless number
+
+
+class CallerIdPolicy(StrEnum):
+    """Which caller ID leg A presents (seed settings Send Device CID / Send Source as CID / Callback CID)."""
+
+    DEVICE = "device"
+    SOURCE = "source"
+    CALLBACK_CID = "callback_cid"
+    DEFAULT = "default"
+
+
+class CallbackSettings(Record):
+    """The seed's callback settings. Scope ``system`` must set every field; a ``did:<n>`` or
+    ``dialplan:<id>`` scope overrides only the fields it sets (``None`` = inherit)."""
+
+    scope: Annotated[str, Field(pattern=r"^(system|did:[0-9]{1,20}|dialplan:[A-Za-z0-9_.:-]{1,64})$")] = "system"
+    active_for_users: bool | None = None
+    max_retries: Annotated[int, Field(ge=0, le=20)] | None = None
+    retry_time_s: Annotated[int, Field(ge=1, le=3600)] | None = None
+    wait_time_s: Annotated[int, Field(ge=5, le=300)] | None = None
+    callback_server_id: EntityId | None = None
+    busy_ivr: str | None = Field(default=None, description="IVR played to leg A when leg B is busy")
+    failed_ivr: str | None = Field(default=None, description="IVR played to leg A when leg B is unreachable")
+    send_device_cid: bool | None = None
+    send_source_as_cid: bool | None = None
+    web_callback_cid: PhoneNumber | None = Field(
+        default=None, description="CID for web callbacks when Send Source as CID is on; empty = default CID")
+    callback_cid: PhoneNumber | None = Field(default=None, description="'send another CallerID'")
+    default_cid: PhoneNumber | None = Field(default=None, description="CID when no policy yields one")
+    callback_user_id: EntityId | None = Field(default=None, description="pays unauthenticated leg A")
+    callback_device_id: EntityId | None = None
+    pin_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
+    initiation_ring_s: Annotated[int, Field(ge=0, le=60)] | None = Field(
+        default=None, description="seconds the initiation call rings before it is dropped")
+
+    @model_validator(mode="after")
+    def _system_is_complete(self) -> CallbackSettings:
+        if self.scope == "system":
+            required = ("active_for_users", "max_retries", "retry_time_s", "wait_time_s", "callback_server_id",
+                        "send_device_cid", "send_source_as_cid", "callback_user_id", "callback_device_id",
+                        "pin_attempts", "initiation_ring_s")
+            missing = [name for name in required if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"system callback settings must set: {', '.join(missing)}")
+        return self
+
+    def overlay(self, override: CallbackSettings | None) -> CallbackSettings:
+        """These settings with every field the override sets replacing ours (scope stays ours)."""
+        if override is None:
+            return self
+        changes = {k: v for k, v in override.model_dump(exclude={"scope"}).items() if v is not None}
+        return self.model_copy(update=changes)
+
+
+class User(Record):
+    user_id: EntityId
+    name: str = Field(min_length=1, max_length=200)
+    tariff_id: EntityId
+    currency: Currency = "USD"
+    prepaid: bool = True
+    balance: Money = Decimal("0")
+    credit_limit: Money = Field(default=Decimal("0"), ge=0, description="postpaid: how far below 0 it may go")
+    callback_enabled: bool = True
+    blocked: bool = False
+    web_username: str | None = None
+    web_password_hash: str | None = Field(default=None, description="pbkdf2_sha256$<iterations>$<salt>$<hex>")
+    api_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class Device(Record):
+    device_id: EntityId
+    user_id: EntityId
+    name: str = ""
+    pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
+    caller_id: PhoneNumber | None = Field(default=None, description="the Device CID (Send Device CID)")
+    registered_numbers: list[PhoneNumber] = Field(
+        default_factory=list, description="ANI numbers that identify this device (Callback with ANI)")
+
+
+class CallingCard(Record):
+    number: Annotated[str, Field(pattern=r"^[0-9]{4,20}$")]
+    pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")]
+    tariff_id: EntityId
+    currency: Currency = "USD"
+    balance: Money = Decimal("0")
+    active: bool = True
+    pinless_numbers: list[PhoneNumber] = Field(default_factory=list, description="ANIs for pinless use")
+
+
+class Rate(Record):
+    """One destination prefix of a tariff, with the seed's and MOR's billing parameters."""
+
+    prefix: Prefix
+    destination: str = ""
+    rate_per_minute: Money = Field(ge=0)
+    connection_fee: Money = Field(default=Decimal("0"), ge=0)
+    increment_s: Annotated[int, Field(ge=1, le=3600)] = 1
+    minimal_time_s: Annotated[int, Field(ge=0, le=3600)] = 0
+    grace_time_s: Annotated[int, Field(ge=0, le=3600)] = 0
+
+
+class Tariff(Record):
+    tariff_id: EntityId
+    name: str = ""
+    currency: Currency = "USD"
+    precision: Annotated[int, Field(ge=0, le=8)] = Field(default=4, description="decimal places of a price")
+    rates: list[Rate] = Field(min_length=1)
+
+    @field_validator("rates")
+    @classmethod
+    def _unique_prefixes(cls, rates: list[Rate]) -> list[Rate]:
+        seen: set[str] = set()
+        for rate in rates:
+            if rate.prefix in seen:
+                raise ValueError(f"prefix {rate.prefix!r} appears twice")
+            seen.add(rate.prefix)
+        return rates
+
+
+class CallbackDialPlan(Record):
+    dialplan_id: EntityId
+    name: str = ""
+    auth_method: AuthMethod
+    hangup_cause: int = Field(description="Q.850 cause the initiation call is dropped with (seed's 15)")
+    settings: CallbackSettings | None = Field(default=None, description="overrides of the system settings")
+
+    @field_validator("hangup_cause")
+    @classmethod
+    def _seed_cause(cls, v: int) -> int:
+        if v not in BY_Q850:
+            raise ValueError(f"hangup cause {v} is not one of the supported {sorted(BY_Q850)}")
+        return v
+
+
+class Did(Record):
+    """An access number. With a dial plan it is a callback DID: calls to it are initiations."""
+
+    number: PhoneNumber
+    dialplan_id: EntityId
+    pbx_id: EntityId | None = Field(default=None, description="PBX the DID terminates on, if pinned")
+    description: str = ""
+    settings: CallbackSettings | None = None
+
+
+class CallbackServer(Record):
+    """A PBX reachable over AMI through which callback calls go (seed: Callback Server)."""
+
+    server_id: EntityId
+    name: str = ""
+    ami_host: str
+    ami_port: Annotated[int, Field(ge=1, le=65535)] = 5038
+    ami_username: str
+    ami_secret: str
+    originate_channel: str = Field(
+        default="Local/{number}@callback-out", description="dial string template; {number} is replaced")
+    originate_context: str = "callback-a"
+    originate_exten: str = "s"
+    dial_b_context: str = "callback-dial-b"
+    pin_context: str = "callback-pin"
+    destination_context: str = "callback-destination"
+    card_number_context: str = "callback-card-number"
+    busy_ivr_context: str = "callback-busy-ivr"
+    failed_ivr_context: str = "callback-failed-ivr"
+    inbound_context: str = "from-trunk"
+    kind: Literal["asterisk"] = "asterisk"
