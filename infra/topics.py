@@ -1,0 +1,160 @@
+"""Make a Kafka cluster's topics match the catalogue in ``schemas.topics``.
+
+Used by ``callback stack up`` on the local broker and by ``callback topics apply`` on a carrier's
+own cluster. Missing topics are created with the catalogued partitions and configs; existing ones
+get their catalogued configs set (other configs an operator set are left alone). Partition counts
+are never changed: adding partitions moves keys to other partitions and breaks per-callback
+ordering, so a difference is reported for a human to decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from callback.settings import KafkaSettings
+from schemas.topics import CATALOGUE, TopicSpec
+
+log = logging.getLogger(__name__)
+
+#: seconds an admin request may take; topic creation on a loaded cluster can be slow
+ADMIN_TIMEOUT_S = 30.0
+
+
+class TopicError(RuntimeError):
+    """The cluster refused a catalogue change; the message names the topic and the broker's reason."""
+
+
+@dataclass
+class CatalogueReport:
+    """What ``apply_catalogue`` did, topic by topic."""
+
+    created: list[str] = field(default_factory=list)
+    #: topic -> {config: (old value, new value)}
+    altered: dict[str, dict[str, tuple[str | None, str]]] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    #: topic -> (partitions on the cluster, partitions in the catalogue); left for a human to fix
+    partition_drift: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = f"{len(self.created)} created, {len(self.altered)} altered, {len(self.unchanged)} unchanged"
+        if self.partition_drift:
+            drift = ", ".join(f"{name} has {have} (catalogue {want})"
+                              for name, (have, want) in sorted(self.partition_drift.items()))
+            text += f"; partition counts differ: {drift}"
+        return text
+
+
+def admin_config(kafka: KafkaSettings) -> dict[str, str]:
+    """librdkafka admin config from settings (bootstrap, security protocol and any extra sasl.*)."""
+    return {"bootstrap.servers": kafka.bootstrap_servers, "security.protocol": kafka.security_protocol,
+            **kafka.extra}
+
+
+def _admin(bootstrap_or_config: str | Mapping[str, str]) -> AdminClient:
+    if isinstance(bootstrap_or_config, str):
+        return AdminClient({"bootstrap.servers": bootstrap_or_config})
+    return AdminClient(dict(bootstrap_or_config))
+
+
+def existing_topics(admin: AdminClient) -> dict[str, int]:
+    """Topic name -> partition count, without Kafka's internal topics."""
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+    return {name: len(meta.partitions) for name, meta in metadata.topics.items() if not name.startswith("__")}
+
+
+def current_configs(admin: AdminClient, names: Iterable[str]) -> dict[str, dict[str, str | None]]:
+    """Topic name -> {config name: value} as the broker reports it (defaults included)."""
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    if not resources:
+        return {}
+    futures = admin.describe_configs(resources, request_timeout=ADMIN_TIMEOUT_S)
+    return {resource.name: {key: entry.value for key, entry in future.result().items()}
+            for resource, future in futures.items()}
+
+
+def _create(admin: AdminClient, specs: list[TopicSpec], replication_factor: int) -> list[str]:
+    if not specs:
+        return []
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor,
+                    config=s.configs()) for s in specs]
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S,
+                                            request_timeout=ADMIN_TIMEOUT_S).items():
+        try:
+            future.result()
+            created.append(name)
+            log.debug("topics: created %s", name)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:  # a concurrent apply won the race: fine
+                raise TopicError(f"cannot create topic {name}: {error.str()}") from exc
+    log.info("topics: created %d topic(s)", len(created))
+    return created
+
+
+def _alter(admin: AdminClient, changes: dict[str, dict[str, tuple[str | None, str]]]) -> None:
+    """Set only the differing configs (incremental: operator-set configs we do not catalogue stay)."""
+    if not changes:
+        return
+    resources = [
+        ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+            ConfigEntry(key, new, incremental_operation=AlterConfigOpType.SET)
+            for key, (_old, new) in diff.items()])
+        for name, diff in changes.items()
+    ]
+    futures = admin.incremental_alter_configs(resources, request_timeout=ADMIN_TIMEOUT_S)
+    for resource, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise TopicError(f"cannot alter configs of topic {resource.name}: {exc.args[0].str()}") from exc
+        log.info("topics: altered %s %s", resource.name, changes[resource.name])
+
+
+def apply_catalogue(
+    bootstrap: str | Mapping[str, str],
+    replication_factor: int = 1,
+    specs: Iterable[TopicSpec] = CATALOGUE,
+) -> CatalogueReport:
+    """Create missing catalogue topics and align the configs of existing ones.
+
+    ``bootstrap`` is a bootstrap string or a full librdkafka config (for SASL clusters, see
+    ``admin_config``). ``replication_factor`` applies to created topics only; -1 takes the broker's
+    ``default.replication.factor``.
+    """
+    admin = _admin(bootstrap)
+    specs = list(specs)
+    report = CatalogueReport()
+    existing = existing_topics(admin)
+    report.created = _create(admin, [s for s in specs if s.name not in existing], replication_factor)
+
+    present = [s for s in specs if s.name in existing]
+    configs = current_configs(admin, [s.name for s in present])
+    changes: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for spec in present:
+        have = configs.get(spec.name, {})
+        diff = {key: (have.get(key), want) for key, want in spec.configs().items() if have.get(key) != want}
+        if diff:
+            changes[spec.name] = diff
+        else:
+            report.unchanged.append(spec.name)
+        if existing[spec.name] != spec.partitions:
+            report.partition_drift[spec.name] = (existing[spec.name], spec.partitions)
+            log.warning("topics: %s has %d partitions, the catalogue says %d "
+                        "(not changed: that would move keys)",
+                        spec.name, existing[spec.name], spec.partitions)
+    _alter(admin, changes)
+    report.altered = changes
+    return report
