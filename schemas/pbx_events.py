@@ -55,6 +55,11 @@ class DialStatus(StrEnum):
     DONTCALL = "DONTCALL"
     TORTURE = "TORTURE"
     INVALIDARGS = "INVALIDARGS"
+    # DialEnd-only statuses of real Asterisk (13+): the dialled channel was forwarded / continued in the
+    # dialplan (CONTINUE, GOTO), or the dial was aborted by a masquerade (ABORT). Seen in real transcripts.
+    CONTINUE = "CONTINUE"
+    GOTO = "GOTO"
+    ABORT = "ABORT"
 
 
 class DialResult(PbxEventBase):
@@ -111,6 +116,10 @@ class CommandFailed(PbxEventBase):
     command_id: str
     command_type: str
     error: str
+    outcome_unknown: bool = Field(
+        default=False, description="True when the action may have reached the PBX (originator crashed between "
+                                   "its journal and the AMI send, or lost the connection before the reply); "
+                                   "it is never retried, so a phone does not ring twice")
 
 
 PbxEvent = Annotated[

@@ -1,0 +1,168 @@
+"""Reference data the AMI side needs: servers, access numbers (DIDs), users, callback settings.
+
+Two sources, the same shapes (``schemas.reference``): a carrier YAML (``--config``, for tests and
+small deployments) or the compacted ``config.*`` topics, read from the beginning at start and then
+followed, so a DID added with ``callback config load`` becomes an access number without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from pydantic import BaseModel, ValidationError
+
+from callback.kafka_io import consumer_config
+from schemas.carrier_config import CarrierConfig, load_carrier_config
+from schemas.reference import CallbackServer
+from schemas.topics import CONFIG_SERVERS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AmiEndpoint:
+    pbx_id: str
+    host: str
+    port: int
+    username: str
+    secret: str
+
+    def __str__(self) -> str:  # never print the secret
+        return f"{self.pbx_id} ({self.username}@{self.host}:{self.port})"
+
+
+def endpoint_of(server: CallbackServer) -> AmiEndpoint:
+    return AmiEndpoint(
+        server.server_id, server.ami_host, server.ami_port, server.ami_username, server.ami_secret
+    )
+
+
+def load_config(path: Path) -> CarrierConfig:
+    return load_carrier_config(path)
+
+
+class TopicFollower:
+    """Reads a compacted topic from the beginning, then keeps following it, in a daemon thread.
+
+    ``on_record(key, model | None)`` runs for every record (None = tombstone or invalid value, which is
+    logged); ``caught_up`` is set once the end offsets seen at start have been read.
+    """
+
+    def __init__(
+        self, topic: str, model: type[BaseModel], on_record: Callable[[str, BaseModel | None], None]
+    ) -> None:
+        self.topic = topic
+        self.model = model
+        self.on_record = on_record
+        self.caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
+
+    def start(self, wait_s: float = 30.0) -> bool:
+        """Start following; True when the topic was read to its end within ``wait_s``."""
+        self._thread.start()
+        return self.caught_up.wait(wait_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        conf = consumer_config(
+            f"follower-{self.topic}-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+        )
+        consumer = Consumer(conf)
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=30)
+            partitions = sorted(metadata.topics[self.topic].partitions)
+            ends: dict[int, int] = {}
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
+                if high > low:
+                    ends[p] = high
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+            if not ends:
+                self.caught_up.set()
+            while not self._stop.is_set():
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() != -191:  # _PARTITION_EOF
+                        log.warning("%s: %s", self.topic, msg.error())
+                    continue
+                self._handle(msg.key(), msg.value())
+                if msg.partition() in ends and msg.offset() + 1 >= ends[msg.partition()]:
+                    del ends[msg.partition()]
+                    if not ends:
+                        self.caught_up.set()
+        except KafkaException as exc:
+            log.error("following %s failed: %s", self.topic, exc)
+        finally:
+            consumer.close()
+
+    def _handle(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        key = raw_key.decode(errors="replace") if raw_key else ""
+        if raw_value is None:
+            self.on_record(key, None)
+            return
+        try:
+            self.on_record(key, self.model.model_validate_json(raw_value))
+        except ValidationError as exc:
+            log.error("%s[%s]: invalid record ignored: %s", self.topic, key, exc.errors()[0].get("msg"))
+
+
+def servers_from_topic(wait_s: float = 30.0) -> dict[str, CallbackServer]:
+    """Every configured Callback Server, read once from ``config.servers``."""
+    servers: dict[str, CallbackServer] = {}
+
+    def on_record(key: str, value: BaseModel | None) -> None:
+        if isinstance(value, CallbackServer):
+            servers[value.server_id] = value
+        else:
+            servers.pop(key, None)
+
+    follower = TopicFollower(CONFIG_SERVERS.name, CallbackServer, on_record)
+    caught_up = follower.start(wait_s)
+    follower.stop()
+    if not caught_up:
+        log.warning("config.servers not read to its end within %.0f s", wait_s)
+    return servers
+
+
+def resolve_ami_endpoint(
+    pbx: str,
+    *,
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    username: str | None,
+    secret: str | None,
+) -> AmiEndpoint:
+    """Where PBX ``pbx`` listens: the config file or ``config.servers``, each field overridable by flag/env.
+
+    When host, port, username and secret are all given, no configuration is read at all.
+    """
+    if host and port and username and secret is not None:
+        return AmiEndpoint(pbx, host, port, username, secret)
+    if config is not None:
+        servers = {s.server_id: s for s in load_config(config).servers}
+    else:
+        servers = servers_from_topic()
+    if pbx not in servers:
+        raise SystemExit(
+            f"PBX {pbx!r} is not a configured Callback Server ({', '.join(sorted(servers)) or 'none'})"
+        )
+    base = endpoint_of(servers[pbx])
+    return AmiEndpoint(
+        pbx,
+        host or base.host,
+        port or base.port,
+        username or base.username,
+        secret if secret is not None else base.secret,
+    )

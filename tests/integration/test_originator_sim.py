@@ -1,0 +1,287 @@
+"""``callback originator`` (a real subprocess) executing pbx.commands on the PBX simulator over AMI TCP,
+with ``callback producer`` reporting the outcomes, on the real broker.
+
+Each test has its own Callback Server id, consumer group and journal, so commands of other tests on
+the shared topic are never executed here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from callback.kafka_io import base_config, producer_config
+from infra.pbx_sim.scenario import parse_scenario
+from producers.action_ids import channel_id_for
+from producers.testing import (
+    CliProcess,
+    KafkaTail,
+    SimulatorThread,
+    carrier_config_for,
+    free_port,
+    wait_until,
+)
+from schemas.callback import LegType
+from schemas.pbx_commands import Hangup, Originate
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = {
+    "subscribers": {
+        "37061000001": {"outcome": "answer", "answer_after": 0.3, "idle_hangup": 3},
+        "37061000002": {"outcome": "busy", "fail_after": 0.3},
+        "37061000003": {"outcome": "no_answer"},
+        "37061000004": {"outcome": "congestion", "fail_after": 0.3},
+        "37061000005": {"outcome": "answer", "answer_after": 0.3, "idle_hangup": 3},
+        "37061000006": {"outcome": "answer", "answer_after": 0.3, "idle_hangup": 3},
+    }
+}
+
+
+class Rig:
+    """Simulator + producer + originator for one test, with helpers to send commands and read results."""
+
+    def __init__(self, tmp_path: Path, *, server_reachable: bool = True) -> None:
+        self.tag = uuid.uuid4().hex[:8]
+        self.server = f"pbx-{self.tag}"
+        self.tmp = tmp_path
+        self.sim = SimulatorThread(parse_scenario(SCENARIO))
+        port = self.sim.port if server_reachable else free_port()
+        self.config = carrier_config_for(tmp_path / "carrier.yaml", {self.server: (self.sim.host, port)})
+        self.journal = tmp_path / "originator.journal"
+        self.group = f"test-originator-{self.tag}"
+        self.tail = KafkaTail(["pbx.events", "dlq.pbx.commands"])
+        self.kafka = Producer(producer_config())
+        self.producer = CliProcess(
+            [
+                "producer",
+                "--pbx",
+                self.server,
+                "--host",
+                self.sim.host,
+                "--port",
+                str(self.sim.port),
+                "--username",
+                "callback",
+                "--secret",
+                "callback",
+                "--dids",
+                "",
+            ],
+            tmp_path / "producer.log",
+        )
+        self.producer.wait_for_log("logged in")
+        self.originator: CliProcess | None = None
+        self.start_originator()
+
+    def start_originator(self) -> CliProcess:
+        n = len(list(self.tmp.glob("originator*.log")))
+        self.originator = CliProcess(
+            [
+                "originator",
+                "--config",
+                str(self.config),
+                "--journal",
+                str(self.journal),
+                "--group",
+                self.group,
+            ],
+            self.tmp / f"originator{n}.log",
+        )
+        self.originator.wait_for_log("assigned pbx.commands partitions", timeout=40)
+        return self.originator
+
+    def originate(self, number: str, *, attempt: int = 1, timeout_ms: int = 5000) -> Originate:
+        cb = f"cb-{self.tag}-{number[-2:]}-{attempt}"
+        return Originate(
+            source="test",
+            command_id=f"{cb}:originate:a:{attempt}",
+            callback_id=cb,
+            server_id=self.server,
+            leg=LegType.A,
+            attempt=attempt,
+            number=number,
+            channel=f"Local/{number}@callback-out",
+            context="callback-wait",
+            timeout_ms=timeout_ms,
+        )
+
+    def send(self, command: Originate | Hangup | bytes, key: str | None = None) -> tuple[int, int]:
+        value = command if isinstance(command, bytes) else command.to_bytes()
+        key = key if key is not None else command.callback_id  # type: ignore[union-attr]
+        where: list[tuple[int, int]] = []
+        self.kafka.produce(
+            "pbx.commands",
+            key=key.encode(),
+            value=value,
+            on_delivery=lambda err, msg: where.append((msg.partition(), msg.offset())),
+        )
+        self.kafka.flush(10)
+        return where[0]
+
+    def result(self, callback_id: str, type_: str = "originate.result", timeout: float = 30) -> dict:
+        ((_, key, value),) = self.tail.wait_for(
+            lambda r: r[2].get("callback_id") == callback_id and r[2].get("type") == type_,
+            what=f"{type_} of {callback_id}",
+            timeout=timeout,
+        )[:1]
+        assert key == callback_id
+        return value
+
+    def originates_of(self, number: str) -> list:
+        return [
+            e for e in self.sim.actions("Originate") if e.get("Channel") == f"Local/{number}@callback-out"
+        ]
+
+    def close(self) -> None:
+        if self.originator is not None:
+            self.originator.stop()
+        self.producer.stop()
+        self.tail.close()
+        self.sim.close()
+
+
+@pytest.fixture
+def rig(stack, tmp_path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_answer_busy_no_answer_and_congestion_come_back(rig):
+    cases = {
+        "37061000001": ("answered", 4),
+        "37061000002": ("busy", 5),
+        "37061000003": ("no_answer", 3),
+        "37061000004": ("congestion", 8),
+    }
+    commands = {n: rig.originate(n, timeout_ms=2000) for n in cases}
+    for command in commands.values():
+        rig.send(command)
+    for number, (outcome, reason) in cases.items():
+        cmd = commands[number]
+        result = rig.result(cmd.callback_id)
+        assert (
+            result["outcome"],
+            result["reason_code"],
+            result["command_id"],
+            result["leg"],
+            result["attempt"],
+            result["pbx_id"],
+        ) == (outcome, reason, cmd.command_id, "a", 1, rig.server), number
+        (action,) = rig.originates_of(number)
+        assert action.get("ChannelId") == channel_id_for(cmd.command_id)
+        assert action.get("Timeout") == "2000" and action.get("Async") == "true"
+        assert sorted(action.get_all("Variable")) == sorted(
+            [f"CALLBACK_ID={cmd.callback_id}", "LEG=A", "ATTEMPT=1"]
+        )
+        # no CallerID in the command: the CID policy's fallback (the carrier's default CID) was applied
+        assert action.get("CallerID") == "<18005550100>"
+    assert "CID policy fallback" in rig.originator.log_text()
+
+
+def test_duplicate_command_and_sigkill_restart_ring_the_number_once(rig):
+    x, y = rig.originate("37061000005"), rig.originate("37061000006")
+    partition, offset = rig.send(x)
+    rig.result(x.callback_id)
+    rig.send(x)  # Kafka redelivers / the processors resend: same command id
+    rig.originator.wait_for_log(
+        f"command {x.command_id} (pbx.originate, callback {x.callback_id}) already executed"
+    )
+    assert len(rig.originates_of("37061000005")) == 1
+
+    rig.originator.kill()  # SIGKILL: no clean shutdown, no final commit
+    # a crash makes Kafka redeliver: rewind the group to before the first delivery of x
+    admin = AdminClient(base_config())
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    def rewound() -> bool:  # refused while the killed member's session is still alive (~10 s)
+        futures = admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(rig.group, [TopicPartition("pbx.commands", partition, offset)])]
+        )
+        try:
+            result = next(iter(futures.values())).result(20)
+        except Exception:
+            return False
+        return all(tp.error is None for tp in result.topic_partitions)
+
+    wait_until(rewound, 40, "the group offsets to be rewound", interval=1.0)
+    rig.send(y)
+    restarted = rig.start_originator()
+    rig.result(y.callback_id)
+    restarted.wait_for_log(
+        f"command {x.command_id} (pbx.originate, callback {x.callback_id}) already executed"
+    )
+    assert len(rig.originates_of("37061000005")) == 1, "x rang twice"
+    assert len(rig.originates_of("37061000006")) == 1
+    assert rig.sim.actions("Originate").__len__() == 2
+
+
+def test_crash_between_journal_and_send_is_reported_not_retried(stack, tmp_path):
+    rig = Rig(tmp_path)
+    try:
+        z = rig.originate("37061000001", attempt=7)
+        rig.originator.stop()
+        # what a crash right after the journal's fsync leaves behind
+        with open(rig.journal, "a") as fh:
+            fh.write(
+                json.dumps(
+                    {
+                        "id": z.command_id,
+                        "state": "intent",
+                        "t": 2e9,
+                        "type": z.type,
+                        "callback_id": z.callback_id,
+                        "server": rig.server,
+                    }
+                )
+                + "\n"
+            )
+        rig.start_originator()
+        failed = rig.result(z.callback_id, "command.failed")
+        assert (failed["command_id"], failed["outcome_unknown"], failed["pbx_id"]) == (
+            z.command_id,
+            True,
+            rig.server,
+        )
+        rig.send(z)  # redelivered after the crash
+        rig.originator.wait_for_log(
+            f"command {z.command_id} (pbx.originate, callback {z.callback_id}) already"
+        )
+        assert rig.originates_of("37061000001") == []
+    finally:
+        rig.close()
+
+
+def test_unreachable_pbx_and_bad_commands_become_events_not_crashes(stack, tmp_path):
+    rig = Rig(tmp_path, server_reachable=False)
+    try:
+        rig.send(b"{not json", key="garbage")
+        rig.send(b'{"type": "pbx.originate", "command_id": "x"}', key="incomplete")
+        cmd = rig.originate("37061000001")
+        rig.send(cmd)
+        failed = rig.result(cmd.callback_id, "command.failed", timeout=40)
+        assert "unreachable" in failed["error"] and failed["outcome_unknown"] is False
+        letters = rig.tail.wait_for(
+            lambda r: r[0] == "dlq.pbx.commands" and r[1] in ("garbage", "incomplete"),
+            count=2,
+            what="dead letters",
+        )
+        kinds = {r[1]: r[2]["error_kind"] for r in letters}
+        assert kinds == {"garbage": "malformed_json", "incomplete": "invalid_schema"}
+        assert rig.originator.proc.poll() is None, "the originator died"
+        # a stale command is reported, not executed late
+        old = rig.originate("37061000002").model_copy(update={"time": datetime(2020, 1, 1, tzinfo=UTC)})
+        rig.send(old)
+        stale = rig.result(old.callback_id, "command.failed")
+        assert "old" in stale["error"]
+        wait_until(lambda: rig.sim.actions("Originate") == [], 1, "no originate")
+    finally:
+        rig.close()

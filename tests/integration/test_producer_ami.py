@@ -1,0 +1,287 @@
+"""``callback producer`` against the PBX simulator over real AMI TCP, publishing to the real broker.
+
+Each test uses its own numbers and callback ids, so records of other tests on the shared topics
+are filtered out.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.pbx_sim.scenario import parse_scenario
+from producers.testing import AmiClient, CliProcess, KafkaTail, SimulatorThread, TcpProxy, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ["pbx.events", "callback.requests", "dlq.pbx.events"]
+
+
+def start_producer(
+    tmp_path: Path, pbx: str, host: str, port: int, dids: str, name: str = "producer"
+) -> CliProcess:
+    proc = CliProcess(
+        [
+            "producer",
+            "--pbx",
+            pbx,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--username",
+            "callback",
+            "--secret",
+            "callback",
+            "--dids",
+            dids,
+        ],
+        tmp_path / f"{name}.log",
+    )
+    proc.wait_for_log("logged in", timeout=30)
+    return proc
+
+
+def originate(
+    client: AmiClient,
+    number: str,
+    callback_id: str,
+    *,
+    context: str = "callback-wait",
+    timeout_ms: int = 10_000,
+) -> str:
+    channel_id = f"cbo-{callback_id}"
+    reply = client.send(
+        {
+            "Action": "Originate",
+            "Channel": f"Local/{number}@callback-out",
+            "Context": context,
+            "Exten": "s",
+            "Priority": "1",
+            "Timeout": str(timeout_ms),
+            "Async": "true",
+            "ChannelId": channel_id,
+            "ActionID": f"cb/{callback_id}/a/1/cmd-{callback_id}",
+            "Variable": [f"CALLBACK_ID={callback_id}", "LEG=A", "ATTEMPT=1"],
+        }
+    )
+    assert reply["Response"] == "Success", reply
+    return channel_id
+
+
+@pytest.fixture
+def tail(stack) -> Iterator[KafkaTail]:
+    t = KafkaTail(TOPICS)
+    yield t
+    t.close()
+
+
+def of(tail: KafkaTail, callback_id: str, type_: str | None = None) -> list[tuple]:
+    return [
+        r
+        for r in tail.records
+        if r[2].get("callback_id") == callback_id and (type_ is None or r[2].get("type") == type_)
+    ]
+
+
+def test_initiation_answer_ivr_and_hangups_land_on_the_right_topics_and_keys(stack, tail, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    ani, did, subscriber = "2348031" + tag[:3].encode().hex()[:6], "2349012345678", "2348055" + "123456"
+    scenario = parse_scenario(
+        {
+            "subscribers": {
+                subscriber: {"answer_after": 0.3, "pin": ["4821"], "input_delay": 0.3, "idle_hangup": 2}
+            },
+            "inbound": [{"at": 0.5, "ani": ani, "did": "+" + did}],
+        }
+    )
+    sim = SimulatorThread(scenario)
+    producer = start_producer(tmp_path, "pbxA", sim.host, sim.port, did)
+    client = AmiClient(sim.host, sim.port)
+    try:
+        # 1. the inbound call to the access number becomes an initiation on callback.requests
+        ((topic, key, init),) = tail.wait_for(
+            lambda r: r[0] == "callback.requests" and r[2].get("ani") == ani, what="the initiation"
+        )
+        assert (init["type"], init["origin"], init["did"], init["pbx_id"]) == (
+            "callback.initiation",
+            "did",
+            did,
+            "pbxA",
+        )
+        assert key == init["callback_id"] and init["channel"].startswith("PJSIP/") and init["uniqueid"]
+        # 2. the processors would drop it with the dial plan's cause: do it as an AMI client would
+        assert (
+            client.send({"Action": "Hangup", "Channel": init["channel"], "Cause": "17"})["Response"]
+            == "Success"
+        )
+        ((_, hkey, hangup),) = tail.wait_for(
+            lambda r: r[2].get("type") == "channel.hangup" and r[2].get("channel") == init["channel"],
+            what="the initiation's hangup",
+        )
+        assert (hkey, hangup["leg"], hangup["q850_cause"], hangup["sip_code"]) == (
+            init["callback_id"],
+            "initiation",
+            17,
+            486,
+        )
+
+        # 3. leg A: originate with the callback variables, answer, PIN prompt, input, hangup
+        cb = f"cb-{tag}"
+        originate(client, subscriber, cb)
+        tail.wait_for(
+            lambda r: r[2].get("callback_id") == cb and r[2].get("type") == "originate.result",
+            what="originate.result",
+        )
+        a_channel = next(r[2]["channel"] for r in of(tail, cb, "originate.result"))
+        assert (
+            client.send(
+                {
+                    "Action": "Redirect",
+                    "Channel": a_channel,
+                    "Context": "callback-pin",
+                    "Exten": "s",
+                    "Priority": "1",
+                }
+            )["Response"]
+            == "Success"
+        )
+        tail.wait_for(lambda r: r[2].get("callback_id") == cb and r[2].get("type") == "ivr.input", what="PIN")
+        tail.wait_for(
+            lambda r: (
+                r[2].get("callback_id") == cb
+                and r[2].get("type") == "channel.hangup"
+                and r[2].get("channel") == a_channel
+            ),
+            what="leg A hangup",
+            timeout=20,
+        )
+        records = of(tail, cb)
+        assert all(key == cb and topic == "pbx.events" for topic, key, _ in records)
+        result = of(tail, cb, "originate.result")[0][2]
+        assert (
+            result["outcome"],
+            result["reason_code"],
+            result["command_id"],
+            result["leg"],
+            result["attempt"],
+        ) == ("answered", 4, f"cmd-{cb}", "a", 1)
+        ivr = of(tail, cb, "ivr.input")[0][2]
+        assert (ivr["prompt"], ivr["digits"], ivr["channel"], ivr["leg"]) == ("pin", "4821", a_channel, "a")
+        answered = [r[2] for r in of(tail, cb, "channel.answered")]
+        assert a_channel in {a["channel"] for a in answered}
+        # the trunk channel the Local/ originate dialled carries no variables but is keyed by the callback too
+        assert any(a["channel"].startswith("PJSIP/") for a in answered)
+        ids = [r[2]["event_id"] for r in records]
+        assert len(ids) == len(set(ids)), "a record was published twice"
+    finally:
+        client.close()
+        assert producer.stop() == 0, producer.log_text()[-2000:]
+        sim.close()
+
+
+def test_reconnect_in_the_middle_of_a_call_loses_nothing(stack, tail, tmp_path):
+    """The AMI link drops while leg A is up; the producer reconnects (backoff) and publishes the rest."""
+    cb, number = f"cb-rc-{uuid.uuid4().hex[:6]}", "37060000777"
+    scenario = parse_scenario(
+        {
+            "subscribers": {
+                number: {"answer_after": 0.3, "pin": ["1111"], "input_delay": 0.2, "idle_hangup": 5}
+            }
+        }
+    )
+    sim = SimulatorThread(scenario)
+    proxy = TcpProxy(sim.host, sim.port)
+    producer = start_producer(tmp_path, "pbxR", "127.0.0.1", proxy.port, "2349999999999")
+    client = AmiClient(sim.host, sim.port)
+    try:
+        originate(client, number, cb)
+        tail.wait_for(
+            lambda r: r[2].get("callback_id") == cb and r[2].get("type") == "originate.result",
+            what="answer before the cut",
+        )
+        a_channel = of(tail, cb, "originate.result")[0][2]["channel"]
+        before = len(of(tail, cb))
+
+        proxy.cut()  # the network drops the producer's AMI session; the PBX and the call go on
+        wait_until(
+            lambda: producer.log_text().count("logged in again") >= 1, 20, "the producer to log in again"
+        )
+        assert proxy.connections >= 2
+
+        client.send(
+            {
+                "Action": "Redirect",
+                "Channel": a_channel,
+                "Context": "callback-pin",
+                "Exten": "s",
+                "Priority": "1",
+            }
+        )
+        tail.wait_for(
+            lambda r: r[2].get("callback_id") == cb and r[2].get("type") == "ivr.input",
+            what="IVR input after the reconnect",
+        )
+        tail.wait_for(
+            lambda r: (
+                r[2].get("callback_id") == cb
+                and r[2].get("type") == "channel.hangup"
+                and r[2].get("channel") == a_channel
+            ),
+            what="hangup after the reconnect",
+            timeout=30,
+        )
+        records = of(tail, cb)
+        assert len(records) > before
+        types = [r[2]["type"] for r in records]
+        for expected in ("channel.answered", "originate.result", "ivr.input", "channel.hangup"):
+            assert expected in types, f"{expected} missing: {types}"
+        assert len({r[2]["event_id"] for r in records}) == len(records), "duplicates published"
+        assert "AMI connection lost" in producer.log_text()
+    finally:
+        client.close()
+        producer.stop()
+        proxy.close()
+        sim.close()
+
+
+def test_pbx_restart_mid_call_publishes_the_cut_call_and_the_calls_after_it(stack, tail, tmp_path):
+    """Asterisk restarts mid-call: the producer sees Shutdown, keeps what it read before, logs in to the
+    new incarnation on the same port (with backoff while the port is closed), and publishes its calls."""
+    cb1, cb2, number = f"cb-r1-{uuid.uuid4().hex[:6]}", f"cb-r2-{uuid.uuid4().hex[:6]}", "37060000888"
+    scenario = parse_scenario({"subscribers": {number: {"answer_after": 0.3, "idle_hangup": 30}}})
+    sim = SimulatorThread(scenario)
+    producer = start_producer(tmp_path, "pbxS", sim.host, sim.port, "2349999999998")
+    try:
+        client = AmiClient(sim.host, sim.port)
+        originate(client, number, cb1)
+        tail.wait_for(
+            lambda r: r[2].get("callback_id") == cb1 and r[2].get("type") == "originate.result",
+            what="first call answered",
+        )
+        client.close()
+        sim.stop()  # sends Shutdown, closes every session
+        wait_until(lambda: "AMI connection lost" in producer.log_text(), 10, "the producer to notice")
+        time.sleep(2.5)  # PBX down for a while: reconnect attempts back off (1 s, 2 s, ...)
+        sim.start_again()
+        wait_until(lambda: "logged in again" in producer.log_text(), 30, "re-login after the PBX restart")
+        client = AmiClient(sim.host, sim.port)
+        originate(client, number, cb2)
+        tail.wait_for(
+            lambda r: r[2].get("callback_id") == cb2 and r[2].get("type") == "originate.result",
+            what="call after the restart",
+        )
+        client.close()
+        first = of(tail, cb1)
+        assert [r[2]["type"] for r in first].count("originate.result") == 1
+        assert (
+            "Not able to reconnect" in producer.log_text()
+            or producer.log_text().count("reconnecting in") >= 1
+        )
+    finally:
+        producer.stop()
+        sim.close()
