@@ -1,0 +1,199 @@
+"""Rating one batch of ``callback.legs`` records: the pure heart of the rater.
+
+Given raw record bytes, reference data and the ledger, decide for each record: rate and charge
+it, drop it as an already-charged duplicate, or reject it with a dead-letter reason. Nothing is
+sent anywhere here; the rater (``rater.py``) produces the outputs in one Kafka transaction and
+calls ``commit`` only after the transaction committed, so an aborted transaction leaves the
+ledger and the duplicate filter exactly as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import ValidationError
+
+from rating_stream.cdr import cdr_json
+from rating_stream.engine import Quote, RatingError, quote
+from rating_stream.payer import Ledger, LedgerBatch, PayerTerms, payer_terms
+from rating_stream.reference_state import ReferenceData
+from schemas.callback import FinishedLeg, Payer
+from schemas.rating import BalanceUpdate
+
+log = logging.getLogger(__name__)
+
+#: rating errors that a newer reference record may cure (a payer, tariff or prefix just added)
+_STALE_REFERENCE = frozenset({"unknown_payer", "no_tariff", "no_prefix", "currency_mismatch"})
+
+
+class RecentLegs:
+    """Leg ids charged recently, to drop legs Kafka redelivers (DESIGN section 6).
+
+    Bounded by age: an upstream processor redelivers within minutes of a crash, so remembering
+    ``window_s`` seconds of leg ids (hours by default) is enough and keeps memory flat.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, leg_id: str) -> bool:
+        return leg_id in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, leg_id: str, at: float) -> None:
+        self._seen[leg_id] = at
+        self._seen.move_to_end(leg_id)
+
+    def expire(self, now: float) -> None:
+        horizon = now - self.window_s
+        seen = self._seen
+        while seen:
+            leg_id, at = next(iter(seen.items()))
+            if at >= horizon:
+                break
+            seen.popitem(last=False)
+
+
+@dataclass(slots=True)
+class Rejected:
+    error_kind: str
+    reason: str
+    leg_id: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """What one batch produces: CDRs (key, value), balance updates (key, value), rejects, counts."""
+
+    cdrs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    balances: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rejected: list[tuple[int, Rejected]] = field(default_factory=list)  # (index in batch, why)
+    duplicates: int = 0
+    rated_by_leg: dict[str, int] = field(default_factory=dict)
+    charged: Decimal = Decimal(0)
+
+
+class RatingBatch:
+    """One transaction's worth of rating; ``commit`` merges it into the ledger and the filter."""
+
+    def __init__(
+        self,
+        ref: ReferenceData,
+        ledger: Ledger,
+        recent: RecentLegs,
+        *,
+        source: str,
+        rated_at: datetime,
+        version: int = 1,
+        refresh: Callable[[], object] | None = None,
+    ) -> None:
+        self._ref = ref
+        self._ledger_batch: LedgerBatch = ledger.batch()
+        self._recent = recent
+        self._new_legs: dict[str, None] = {}
+        self._source = source
+        self._rated_at = rated_at
+        self._version = version
+        #: payer key -> terms; reference data does not change within a batch (except by refresh)
+        self._terms: dict[str, PayerTerms] = {}
+        #: brings reference data up to date; called at most once per batch, on the first miss
+        self._refresh = refresh
+        self.result = BatchResult()
+
+    def add(self, index: int, value: bytes | None) -> None:
+        """Rate the record at ``index`` of the batch (its raw value) into ``result``."""
+        outcome = self._rate(value)
+        if isinstance(outcome, Rejected):
+            self.result.rejected.append((index, outcome))
+
+    def _rate(self, value: bytes | None) -> Rejected | None:
+        if not value:
+            return Rejected("malformed_json", "empty record value")
+        try:
+            leg = FinishedLeg.model_validate_json(value)
+        except ValidationError as exc:
+            return _validation_reject(exc)
+        leg_id = leg.leg_id
+        result = self.result
+        if leg_id in self._recent or leg_id in self._new_legs:
+            result.duplicates += 1
+            log.info("dropping redelivered leg %s: already charged", leg_id)
+            return None
+        payer = leg.payer
+        payer_key = payer.key
+        try:
+            terms, q = self._price(leg, payer, payer_key)
+        except RatingError as exc:
+            if self._refresh is None or exc.kind not in _STALE_REFERENCE:
+                return Rejected(exc.kind, exc.reason, leg_id)
+            log.info("leg %s: %s; catching up on reference data before giving up", leg_id, exc.reason)
+            self._refresh()
+            self._refresh = None
+            self._terms.clear()
+            try:
+                terms, q = self._price(leg, payer, payer_key)
+            except RatingError as again:
+                return Rejected(again.kind, again.reason, leg_id)
+        cdr = cdr_json(leg, q, version=self._version, rated_at=self._rated_at, source=self._source)
+        price = q.price
+        if price > 0:
+            self._ledger_batch.debit(terms.opening, price, leg_id)
+            result.charged += price
+        self._new_legs[leg_id] = None
+        result.cdrs.append((leg_id.encode(), cdr))
+        by_leg = result.rated_by_leg
+        by_leg[leg.leg] = by_leg.get(leg.leg, 0) + 1
+        return None
+
+    def _price(self, leg: FinishedLeg, payer: Payer, payer_key: str) -> tuple[PayerTerms, Quote]:
+        terms = self._terms.get(payer_key)
+        if terms is None:
+            terms = self._terms[payer_key] = payer_terms(payer, self._ref)
+        return terms, quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
+
+    def finish(self) -> BatchResult:
+        """Add the latest balance of every payer charged in this batch (one update per payer:
+        the topic is compacted, so intermediate balances would be overwritten anyway)."""
+        for change in self._ledger_batch.changes():
+            account = change.account
+            update = BalanceUpdate(
+                source=self._source,
+                payer_kind=account.kind,
+                payer_id=account.id,
+                balance=account.balance,
+                currency=account.currency,
+                delta=change.delta,
+                leg_id=change.last_leg_id,
+                sequence=account.sequence,
+                time=self._rated_at,
+            )
+            self.result.balances.append((account.key.encode(), update.model_dump_json().encode()))
+        return self.result
+
+    def commit(self, now: float) -> None:
+        """The transaction committed: make the debits and the charged leg ids permanent."""
+        self._ledger_batch.commit()
+        for leg_id in self._new_legs:
+            self._recent.add(leg_id, now)
+        self._recent.expire(now)
+
+
+def _validation_reject(exc: ValidationError) -> Rejected:
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else {"type": "", "msg": str(exc), "loc": ()}
+    if first["type"] == "json_invalid":
+        kind = "malformed_json"
+    elif any("schema_version" in map(str, e.get("loc", ())) for e in errors):
+        kind = "unknown_schema_version"
+    else:
+        kind = "invalid_schema"
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return Rejected(kind, f"{where}: {first['msg']}" if where else first["msg"])

@@ -1,0 +1,321 @@
+"""``callback bench rating``: legs/s rated and stored, against a raw pass-through on the same stack.
+
+Method (printed with the figures):
+
+1. The benchmark creates its own topics (``bench.<run>.*``: legs, CDRs, balances and copies of the
+   config topics) and its own ClickHouse tables (``callback.bench_<run>_*``: a copy of ``cdr`` with
+   the analysts' materialized views, and a raw table for the pass-through), and deletes them all
+   afterwards, so it never touches the pipeline's real data.
+2. It produces ``--legs`` synthetic finished legs (``loadgen``: realistic callbacks, 30 payers,
+   7 destinations) to the legs topic before anything is timed.
+3. Pass-through: one process consumes those legs (read_committed, batches) and inserts the same
+   rows unrated into the raw table (columnar, commit after insert), i.e. a sink with no rating.
+4. Rated and stored: the real rater (transactions, balances, CDRs) and the real sink run as two
+   processes, concurrently, from the same legs topic to the CDR table.
+5. Each rate is legs / (last leg stored - first leg consumed), both clocks taken in the processes,
+   so start-up (group join, reading state) is excluded from both alike.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from callback.kafka_io import base_config
+from rating_stream.cdr import _epoch
+from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
+from rating_stream.rater import Rater, RaterOptions
+from rating_stream.reference_state import REFERENCE_TOPICS
+from rating_stream.sink import CdrSink, SinkOptions, clickhouse_client
+
+RAW_COLUMNS = (
+    "leg_id",
+    "callback_id",
+    "attempt",
+    "leg",
+    "src",
+    "dst",
+    "did",
+    "pbx_id",
+    "start_time",
+    "start_ms",
+    "answer_time",
+    "answer_ms",
+    "end_time",
+    "end_ms",
+    "disposition",
+    "q850_cause",
+    "sip_code",
+    "payer_kind",
+    "payer_id",
+    "auth_method",
+    "final_state",
+)
+RAW_DDL = """CREATE TABLE {table} (
+    leg_id String, callback_id String, attempt UInt16, leg Enum8('initiation' = 1, 'a' = 2, 'b' = 3),
+    src String, dst String, did String, pbx_id String, start_time DateTime, start_ms UInt16,
+    answer_time Nullable(DateTime), answer_ms UInt16, end_time DateTime, end_ms UInt16,
+    disposition Enum8('ANSWERED' = 1, 'NO ANSWER' = 2, 'BUSY' = 3, 'FAILED' = 4, 'CONGESTION' = 5),
+    q850_cause Nullable(UInt16), sip_code Nullable(UInt16),
+    payer_kind Enum8('user' = 1, 'card' = 2, 'callback_user' = 3), payer_id String,
+    auth_method String, final_state String
+) ENGINE = MergeTree PARTITION BY toYYYYMM(start_time) ORDER BY leg_id"""
+VIEW_TABLES = (
+    "revenue_by_payer_daily",
+    "revenue_by_prefix_daily",
+    "revenue_by_did_daily",
+    "callback_outcomes_daily",
+    "cdr_versions",
+)
+
+
+def leg_row(d: dict[str, Any]) -> tuple:
+    """A finished leg's JSON object as a raw row: the same parsing a sink does, no rating."""
+    start, start_ms = _epoch(d["started_at"])
+    end, end_ms = _epoch(d["ended_at"])
+    answer, answer_ms = _epoch(d["answered_at"]) if d.get("answered_at") else (None, 0)
+    payer = d["payer"]
+    return (
+        d["leg_id"],
+        d["callback_id"],
+        int(d["attempt"]),
+        d["leg"],
+        d.get("src") or "",
+        d["dst"],
+        d.get("did") or "",
+        d.get("pbx_id") or "",
+        start,
+        start_ms,
+        answer,
+        answer_ms,
+        end,
+        end_ms,
+        d["disposition"],
+        d.get("q850_cause"),
+        d.get("sip_code"),
+        payer["kind"],
+        payer["id"],
+        d.get("auth_method") or "",
+        d.get("final_state") or "",
+    )
+
+
+@dataclass
+class Names:
+    run: str
+
+    def topic(self, what: str) -> str:
+        return f"bench.{self.run}.{what}"
+
+    def table(self, what: str) -> str:
+        return f"callback.bench_{self.run}_{what}"
+
+    @property
+    def config_topics(self) -> dict[str, str]:
+        return {t: self.topic(t) for t in REFERENCE_TOPICS}
+
+
+# --- child processes (spawned: librdkafka state must not be forked) -------------------------------
+
+
+def _rater_child(opts: RaterOptions, first: Any, done: Any) -> None:
+    rater = Rater(opts)
+    process = rater.process
+
+    def timed(msgs: list) -> None:
+        if first.value == 0:
+            first.value = time.time()
+        process(msgs)
+        done.value += len(msgs)
+
+    rater.process = timed  # type: ignore[method-assign]
+    rater.run()
+
+
+def _sink_child(opts: SinkOptions, raw: bool, first: Any, done: Any) -> None:
+    sink = CdrSink(opts, row=leg_row) if raw else CdrSink(opts)
+    add, flush = sink._add, sink.flush
+
+    def timed_add(msg: Any) -> None:
+        if first.value == 0:
+            first.value = time.time()
+        add(msg)
+
+    def timed_flush() -> None:
+        flush()
+        done.value = sink.inserted
+
+    sink._add = timed_add  # type: ignore[method-assign]
+    sink.flush = timed_flush  # type: ignore[method-assign]
+    sink.run()
+
+
+@dataclass
+class Timing:
+    legs: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.legs / self.seconds if self.seconds > 0 else 0.0
+
+
+def _wait(done: Any, legs: int, procs: list[mp.process.BaseProcess], timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while done.value < legs:
+        for p in procs:
+            if not p.is_alive():
+                raise RuntimeError(f"{p.name} exited with {p.exitcode} before storing {legs} legs")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done.value} of {legs} legs stored in {timeout_s:.0f} s")
+        time.sleep(0.02)
+    return time.time()
+
+
+def _stop(procs: list[mp.process.BaseProcess]) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: both finish their batch and exit
+    for p in procs:
+        p.join(60)
+
+
+def run_bench(
+    legs: int = 200_000, batch_max: int = 5000, keep: bool = False, echo: Any = print
+) -> tuple[Timing, Timing]:
+    names = Names(uuid.uuid4().hex[:8])
+    ctx = mp.get_context("spawn")
+    admin = AdminClient(base_config())
+    topics = [names.topic("legs"), names.topic("cdr"), names.topic("balances"), *names.config_topics.values()]
+    compacted = {names.topic("balances"), *names.config_topics.values()}
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                t,
+                6 if t in (names.topic("legs"), names.topic("cdr"), names.topic("balances")) else 1,
+                1,
+                config={"cleanup.policy": "compact"} if t in compacted else {},
+            )
+            for t in topics
+        ]
+    )
+    for f in futures.values():
+        f.result()
+    ch = clickhouse_client()
+    ch.execute(f"CREATE TABLE {names.table('cdr')} AS callback.cdr")
+    ch.execute(RAW_DDL.format(table=names.table("raw")))
+    _create_views(ch, names)
+    started: list[mp.process.BaseProcess] = []
+    try:
+        echo(_machine())
+        publish_reference(names.run, topics=names.config_topics)
+        t0 = time.monotonic()
+        produce(names.topic("legs"), leg_records(make_legs(names.run, legs)), timeout_s=600)
+        echo(f"produced {legs} legs to {names.topic('legs')} in {time.monotonic() - t0:.1f} s (not timed)")
+
+        first, done = ctx.RawValue("d", 0.0), ctx.RawValue("q", 0)
+        raw_opts = SinkOptions(
+            group_id=f"bench-{names.run}-raw",
+            topic=names.topic("legs"),
+            table=names.table("raw"),
+            columns=RAW_COLUMNS,
+        )
+        procs = [ctx.Process(target=_sink_child, args=(raw_opts, True, first, done), name="pass-through")]
+        started += procs
+        for p in procs:
+            p.start()
+        end = _wait(done, legs, procs, 1800)
+        _stop(procs)
+        passthrough = Timing(legs, end - first.value)
+        echo(
+            f"pass-through (consume + insert unrated): {passthrough.rate:,.0f} legs/s "
+            f"({legs} legs in {passthrough.seconds:.2f} s)"
+        )
+
+        first, rated, done = ctx.RawValue("d", 0.0), ctx.RawValue("q", 0), ctx.RawValue("q", 0)
+        rater_opts = RaterOptions(
+            instance=names.run,
+            group_id=f"bench-{names.run}-rater",
+            legs_topic=names.topic("legs"),
+            cdr_topic=names.topic("cdr"),
+            balances_topic=names.topic("balances"),
+            reference_topics=tuple(names.config_topics.values()),
+            reference_aliases={v: k for k, v in names.config_topics.items()},
+            batch_max=batch_max,
+        )
+        sink_opts = SinkOptions(
+            group_id=f"bench-{names.run}-sink", topic=names.topic("cdr"), table=names.table("cdr")
+        )
+        procs = [
+            ctx.Process(target=_rater_child, args=(rater_opts, first, rated), name="rater"),
+            ctx.Process(
+                target=_sink_child, args=(sink_opts, False, ctx.RawValue("d", 0.0), done), name="sink"
+            ),
+        ]
+        started += procs
+        for p in procs:
+            p.start()
+        rater_end = _wait(rated, legs, procs, 1800)
+        end = _wait(done, legs, procs, 1800)
+        _stop(procs)
+        rated_stored = Timing(legs, end - first.value)
+        echo(f"  (the rater alone committed all legs after {rater_end - first.value:.2f} s)")
+        total = ch.execute(f"SELECT count(), sum(price) FROM {names.table('cdr')} FINAL")[0]
+        echo(
+            f"rated and stored (rater + sink processes):  {rated_stored.rate:,.0f} legs/s "
+            f"({legs} legs in {rated_stored.seconds:.2f} s; {total[0]} CDRs, revenue {total[1]})"
+        )
+        ratio = rated_stored.rate / passthrough.rate if passthrough.rate else 0.0
+        met = rated_stored.rate >= 20_000 and ratio >= 0.5
+        verdict = "met" if met else "NOT met"
+        echo(f"ratio rated/pass-through: {ratio:.2f}  (goal >= 20,000 legs/s and >= 0.50: {verdict})")
+        return rated_stored, passthrough
+    finally:
+        _stop([p for p in started if p.pid is not None])
+        if not keep:
+            for view in VIEW_TABLES:
+                ch.execute(f"DROP TABLE IF EXISTS {names.table(view)}_mv")
+                ch.execute(f"DROP TABLE IF EXISTS {names.table(view)}")
+            ch.execute(f"DROP TABLE IF EXISTS {names.table('cdr')}")
+            ch.execute(f"DROP TABLE IF EXISTS {names.table('raw')}")
+            for f in admin.delete_topics(topics).values():
+                f.result()
+        ch.disconnect()
+
+
+def _create_views(ch: Any, names: Names) -> None:
+    """The analysts' views of migration 0003, pointed at the benchmark's CDR table."""
+    from infra.migrate import MIGRATIONS_DIR, split_statements
+
+    sql = (MIGRATIONS_DIR / "0003_cdr_analytics.sql").read_text()
+    for view in VIEW_TABLES:
+        sql = sql.replace(f"callback.{view}_mv ", f"{names.table(view)}_mv ")
+        sql = sql.replace(f"callback.{view}\n", f"{names.table(view)}\n")
+    sql = sql.replace("FROM callback.cdr;", f"FROM {names.table('cdr')};")
+    for statement in split_statements(sql):
+        ch.execute(statement)
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, load average {load}\n"
+        "method: legs pre-produced to bench topics; pass-through = 1 process consume+insert unrated; "
+        "rated = rater + sink processes (Kafka transactions, balances, CDRs, ClickHouse with views); "
+        "rate = legs / (last stored - first consumed)"
+    )

@@ -1,0 +1,73 @@
+"""``callback quote``: the price of one leg with every term that made it, for support staff."""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from pathlib import Path
+
+from rating_stream.engine import CompiledTariff, RatingError, quote
+
+
+class QuoteError(Exception):
+    pass
+
+
+def load_tariff(tariff_id: str, config: Path | None) -> CompiledTariff:
+    """The tariff from a carrier YAML file, or else from the ``config.tariffs`` topic."""
+    if config is not None:
+        from schemas.carrier_config import ConfigError, load_carrier_config
+
+        try:
+            tariffs = {t.tariff_id: t for t in load_carrier_config(config).tariffs}
+        except ConfigError as exc:
+            raise QuoteError(f"{config}: " + "; ".join(exc.problems)) from None
+        if tariff_id not in tariffs:
+            raise QuoteError(f"tariff {tariff_id!r} is not in {config} (has: {', '.join(sorted(tariffs))})")
+        return CompiledTariff.build(tariffs[tariff_id])
+    from rating_stream.reference_state import ReferenceFeed
+    from schemas.topics import CONFIG_TARIFFS
+
+    feed = ReferenceFeed((CONFIG_TARIFFS.name,))
+    try:
+        data = feed.load(timeout_s=30)
+    finally:
+        feed.close()
+    if tariff_id not in data.tariffs:
+        raise QuoteError(
+            f"tariff {tariff_id!r} is not on config.tariffs (has: {', '.join(sorted(data.tariffs))})"
+        )
+    return data.tariffs[tariff_id]
+
+
+def parse_seconds(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise QuoteError(f"--seconds {text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise QuoteError("--seconds must be a finite number >= 0")
+    return value
+
+
+def format_quote(tariff: CompiledTariff, number: str, seconds: Decimal) -> str:
+    if seconds < 0:
+        raise QuoteError("seconds must not be negative")
+    billsec_ms = int((seconds * 1000).to_integral_value(rounding=ROUND_CEILING))
+    try:
+        q = quote(tariff, number, billsec_ms, answered=True)
+    except RatingError as exc:
+        raise QuoteError(exc.reason) from None
+    r = q.rate
+    lines = [
+        f"tariff          {q.tariff_id} ({q.currency}, {tariff.tariff.precision} decimal places)",
+        f"number          {number}",
+        f"matched prefix  {r.prefix!r} {r.destination}".rstrip(),
+        f"rate            {r.rate_per_minute} {q.currency}/min",
+        f"connection fee  {r.connection_fee}",
+        f"billing         {r.minimal_time_s}/{r.increment_s} (minimal/increment s), grace {r.grace_time_s} s",
+        f"answered        {seconds} s -> billable {q.billable_s} s -> billed {q.billed_s} s",
+        f"duration charge {q.duration_charge.normalize() if q.duration_charge else 0}",
+        f"fee charged     {q.connection_fee}",
+        f"price           {q.price} {q.currency}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Read Kafka topics from a starting point to their current end: how state is rebuilt at start.
+
+The rater keeps three things in memory that live in Kafka: reference data (compacted
+``config.*``), balances (compacted ``accounts.balances``) and the recently charged leg ids
+(``cdr.rated`` keys, for dropping redelivered legs). Each is rebuilt by reading its topic to the
+end with read_committed isolation, so an aborted transaction of a crashed rater is never taken
+for state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from callback.kafka_io import consumer_config
+
+log = logging.getLogger(__name__)
+
+OnRecord = Callable[[Message], None]
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> list[int]:
+    """Partition numbers of ``topic``; raises if the topic does not exist."""
+    meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    if meta.error is not None:
+        raise KafkaException(meta.error)
+    return sorted(meta.partitions)
+
+
+def state_consumer(purpose: str, **overrides: object) -> Consumer:
+    """A consumer that never commits: it only rebuilds state (a throwaway group id)."""
+    conf = consumer_config(
+        f"callback-{purpose}-{uuid.uuid4().hex[:8]}",
+        read_committed=True,
+        **{"enable.partition.eof": True, "fetch.wait.max.ms": 100, **overrides},
+    )
+    return Consumer(conf)
+
+
+def read_to_end(
+    consumer: Consumer, assignment: Iterable[TopicPartition], on_record: OnRecord, timeout_s: float = 120.0
+) -> int:
+    """Assign ``assignment`` and feed every record up to the current end to ``on_record``.
+
+    "End" is the high watermark sampled now; with read_committed the consumer stops at the last
+    stable offset, which equals it once no transaction is open. Returns the records read.
+    """
+    parts = list(assignment)
+    if not parts:
+        return 0
+    pending: set[tuple[str, int]] = set()
+    for tp in parts:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30.0)
+        start = tp.offset
+        if high > 0 and (start < 0 or start < high):
+            pending.add((tp.topic, tp.partition))
+    if not pending:
+        return 0
+    consumer.assign(parts)
+    count = 0
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {sorted(pending)} to the end within {timeout_s:.0f} s")
+        for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic(), msg.partition()))
+                    continue
+                raise KafkaException(err)
+            on_record(msg)
+            count += 1
+        if pending:  # an EOF may have been swallowed by a control record: check positions too
+            positions = consumer.position([TopicPartition(t, p) for t, p in pending])
+            for tp in positions:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=5.0
+                )
+                if tp.offset >= 0 and tp.offset >= high:
+                    pending.discard((tp.topic, tp.partition))
+    return count
+
+
+def whole_topics(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``, from the beginning."""
+    return [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions_of(consumer, t)]
+
+
+def since_time(consumer: Consumer, topic: str, since_ms: int) -> list[TopicPartition]:
+    """Every partition of ``topic`` from the first record at or after ``since_ms`` (epoch ms)."""
+    wanted = [TopicPartition(topic, p, since_ms) for p in partitions_of(consumer, topic)]
+    found = consumer.offsets_for_times(wanted, timeout=30.0)
+    out = []
+    for tp in found:
+        if tp.offset >= 0:  # -1: nothing that recent in this partition
+            out.append(TopicPartition(topic, tp.partition, tp.offset))
+    return out

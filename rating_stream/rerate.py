@@ -1,0 +1,208 @@
+"""``callback rerate``: re-price stored legs after a tariff change, through the normal path.
+
+The current version of each leg is read from ClickHouse (``cdr FINAL``), priced again with the
+tariffs now on ``config.tariffs``, and every leg whose price or terms changed gets a new
+``RatedCdr`` (version + 1) on ``cdr.rated``; the sink stores it like any CDR, ``cdr FINAL`` shows
+the new price and ``cdr_versions`` keeps the old one as history.
+
+Balances follow: each payer is debited (or refunded) new price minus old price. Balances have a
+single writer, the rater, so re-rating takes over the rater's transactional id: its
+``init_transactions`` fences a running rater, and the new CDR versions and the corrected balances
+are committed in one transaction. The fenced rater exits at its next transaction and, restarted,
+reloads the corrected balances. Re-running is harmless: legs already at the new price do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from confluent_kafka import Producer
+
+from callback.kafka_io import producer_config
+from rating_stream.cdr import rated_cdr
+from rating_stream.engine import Quote, RatingError, quote
+from rating_stream.payer import payer_terms
+from rating_stream.rater import RaterOptions, load_ledger
+from rating_stream.reference_state import ReferenceFeed
+from rating_stream.sink import clickhouse_client
+from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind
+from schemas.rating import BalanceUpdate
+
+log = logging.getLogger(__name__)
+
+_LEG_COLUMNS = (
+    "leg_id, callback_id, attempt, leg, version, src, dst, did, pbx_id, start_time, start_ms, answer_time, "
+    "answer_ms, end_time, end_ms, disposition, q850_cause, sip_code, payer_kind, payer_id, auth_method, "
+    "final_state, tariff_id, matched_prefix, rate_per_minute, connection_fee, increment_s, minimal_time_s, "
+    "grace_time_s, billed_s, price"
+)
+
+
+@dataclass
+class RerateReport:
+    examined: int = 0
+    changed: int = 0
+    unrateable: Counter[str] = field(default_factory=Counter)
+    delta_by_payer: dict[str, Decimal] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        verb = "would re-price" if self.dry_run else "re-priced"
+        lines = [f"examined {self.examined} legs, {verb} {self.changed}"]
+        for kind, n in sorted(self.unrateable.items()):
+            lines.append(f"  left as they were, cannot be rated now ({kind}): {n}")
+        for key, delta in sorted(self.delta_by_payer.items()):
+            lines.append(f"  {key:40} {'charge' if delta > 0 else 'refund'} {abs(delta)}")
+        return "\n".join(lines)
+
+
+def parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _at(t: datetime | None, ms: int) -> datetime | None:
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+def leg_from_row(row: tuple) -> tuple[FinishedLeg, tuple, Decimal, int]:
+    """The finished leg a stored CDR row describes, its old rating terms, old price and version."""
+    (
+        leg_id,
+        callback_id,
+        attempt,
+        leg,
+        version,
+        src,
+        dst,
+        did,
+        pbx_id,
+        start,
+        start_ms,
+        answer,
+        answer_ms,
+        end,
+        end_ms,
+        disposition,
+        q850,
+        sip,
+        payer_kind,
+        payer_id,
+        auth,
+        final,
+        *terms,
+    ) = row
+    finished = FinishedLeg(
+        source="rerate",
+        leg_id=leg_id,
+        callback_id=callback_id,
+        leg=LegType(leg),
+        attempt=attempt,
+        pbx_id=pbx_id or None,
+        did=did or None,
+        src=src or None,
+        dst=dst,
+        started_at=_at(start, start_ms),
+        answered_at=_at(answer, answer_ms),
+        ended_at=_at(end, end_ms),
+        disposition=Disposition(disposition),
+        q850_cause=q850,
+        sip_code=sip,
+        payer=Payer(kind=PayerKind(payer_kind), id=payer_id),
+        auth_method=auth or None,
+        final_state=final or None,
+    )
+    return finished, tuple(terms[:-1]), terms[-1], version
+
+
+def _terms(q: Quote) -> tuple:
+    r = q.rate
+    return (
+        q.tariff_id,
+        q.matched_prefix,
+        r.rate_per_minute,
+        r.connection_fee,
+        r.increment_s,
+        r.minimal_time_s,
+        r.grace_time_s,
+        q.billed_s,
+    )
+
+
+def rerate(
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    dry_run: bool = False,
+    options: RaterOptions | None = None,
+    table: str = "callback.cdr",
+) -> RerateReport:
+    opt = options or RaterOptions()
+    report = RerateReport(dry_run=dry_run)
+    feed = ReferenceFeed(opt.reference_topics)
+    try:
+        ref = feed.load()
+    finally:
+        feed.close()
+    where = "start_time >= %(since)s" + (" AND start_time < %(until)s" if until else "")
+    client = clickhouse_client()
+    params = {"since": since.replace(tzinfo=None), "until": until.replace(tzinfo=None) if until else None}
+    rows = client.execute(f"SELECT {_LEG_COLUMNS} FROM {table} FINAL WHERE {where} ORDER BY leg_id", params)
+    client.disconnect()
+
+    changes = []
+    for row in rows:
+        report.examined += 1
+        leg, old_terms, old_price, version = leg_from_row(row)
+        try:
+            terms = payer_terms(leg.payer, ref)
+            q = quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
+        except RatingError as exc:
+            report.unrateable[exc.kind] += 1
+            log.warning("rerate: leg %s left at version %d: %s", leg.leg_id, version, exc.reason)
+            continue
+        old = (*old_terms[:2], Decimal(old_terms[2]), Decimal(old_terms[3]), *old_terms[4:])
+        if q.price == old_price and _terms(q) == tuple(old):
+            continue
+        changes.append((leg, q, terms, old_price, version))
+        delta = q.price - old_price
+        report.delta_by_payer[leg.payer.key] = report.delta_by_payer.get(leg.payer.key, Decimal(0)) + delta
+    report.changed = len(changes)
+    report.delta_by_payer = {k: v for k, v in report.delta_by_payer.items() if v != 0}
+    if dry_run or not changes:
+        return report
+
+    producer = Producer(producer_config(opt.transactional_id))
+    producer.init_transactions(opt.txn_timeout_s)  # fences a running rater: we are the balance writer now
+    ledger = load_ledger(opt.balances_topic)
+    batch = ledger.batch()
+    now = datetime.now(UTC)
+    producer.begin_transaction()
+    for leg, q, terms, old_price, version in changes:
+        cdr = rated_cdr(leg, q, version=version + 1, rated_at=now, source="rerate")
+        producer.produce(opt.cdr_topic, cdr.model_dump_json().encode(), leg.leg_id.encode())
+        if q.price != old_price:
+            batch.adjust(terms.opening, q.price - old_price, leg.leg_id)
+    for change in batch.changes():
+        a = change.account
+        update = BalanceUpdate(
+            source="rerate",
+            payer_kind=a.kind,
+            payer_id=a.id,
+            balance=a.balance,
+            currency=a.currency,
+            delta=change.delta,
+            leg_id=change.last_leg_id,
+            sequence=a.sequence,
+            time=now,
+        )
+        producer.produce(opt.balances_topic, update.model_dump_json().encode(), a.key.encode())
+    producer.commit_transaction(opt.txn_timeout_s)
+    log.info("rerate committed %d new CDR versions and %d balance corrections", len(changes), len(batch))
+    return report

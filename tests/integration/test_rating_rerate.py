@@ -1,0 +1,110 @@
+"""``callback rerate`` after a tariff change: new CDR versions through the normal path, the old
+ones kept as history, balances corrected once, and the rater carrying on from the corrected state."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from rating_stream.harness import Proc, read_balances, wait_for
+from rating_stream.loadgen import leg_records, produce, publish_reference, tariffs
+from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
+
+pytestmark = pytest.mark.integration
+D = Decimal
+
+
+def spain_minute(run: str, n: int, day: date) -> FinishedLeg:
+    t = datetime(day.year, day.month, day.day, 12, n, tzinfo=UTC)
+    return FinishedLeg(
+        source="test",
+        leg_id=leg_id_for(f"{run}-{n}", LegType.B, 0),
+        callback_id=f"{run}-{n}",
+        leg=LegType.B,
+        dst="34911234567",
+        started_at=t,
+        answered_at=t + timedelta(seconds=2),
+        ended_at=t + timedelta(seconds=62),
+        disposition=Disposition.ANSWERED,
+        payer=Payer(kind=PayerKind.USER, id=f"{run}-u0"),
+    )
+
+
+def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
+    run = f"rt{uuid.uuid4().hex[:8]}"
+    day = date(1990, 1, 1) + timedelta(days=random.randrange(7000))
+    key = f"user:{run}-u0"
+    publish_reference(run)
+    rater = Proc(["rating", "--batch-max", "100"], tmp_path / "rater.log").start()
+    sink = Proc(["cdr-sink", "--flush-interval-s", "0.3"], tmp_path / "sink.log").start()
+    ch = stack.clickhouse_client()
+    try:
+        produce("callback.legs", leg_records(spain_minute(run, n, day) for n in range(3)))
+        prices = f"SELECT price FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%' ORDER BY leg_id"
+        assert wait_for(lambda: len(ch.execute(prices)) == 3, 60), rater.tail()
+        assert [p for (p,) in ch.execute(prices)] == [D("0.08")] * 3
+        before = read_balances()[key]
+        assert before.balance == D("1000.00") - D("0.24")
+
+        retail = tariffs(run)[0]  # Spain goes from 0.08 to 0.10 a minute
+        rates = [
+            r.model_copy(update={"rate_per_minute": D("0.10")}) if r.prefix == "34" else r
+            for r in retail.rates
+        ]
+        changed = retail.model_copy(update={"rates": rates})
+        produce("config.tariffs", [(changed.tariff_id.encode(), changed.model_dump_json().encode())])
+
+        window = ["--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat()]
+        dry = subprocess.run(
+            [sys.executable, "-m", "callback.cli", "rerate", *window, "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert dry.returncode == 0 and "would re-price 3" in dry.stdout, dry.stdout + dry.stderr
+        done = subprocess.run(
+            [sys.executable, "-m", "callback.cli", "rerate", *window],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "re-priced 3" in done.stdout, done.stdout + done.stderr
+        assert f"{key}" in done.stdout and "charge 0.06" in done.stdout
+
+        assert wait_for(lambda: [p for (p,) in ch.execute(prices)] == [D("0.10")] * 3, 60), sink.tail()
+        history = ch.execute(
+            f"SELECT leg_id, version, price FROM callback.cdr_versions FINAL "
+            f"WHERE leg_id LIKE '{run}-%' ORDER BY leg_id, version"
+        )
+        assert [(v, p) for _leg, v, p in history] == [(1, D("0.08")), (2, D("0.10"))] * 3
+        corrected = read_balances()[key]
+        assert corrected.balance == before.balance - D("0.06") and corrected.sequence == before.sequence
+
+        again = subprocess.run(
+            [sys.executable, "-m", "callback.cli", "rerate", *window],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0 and "re-priced 0" in again.stdout  # idempotent
+        assert read_balances()[key].balance == corrected.balance
+
+        # the rater was fenced by the re-rate: its next transaction fails, it exits, and restarted it
+        # continues from the corrected balance
+        produce("callback.legs", leg_records([spain_minute(run, 3, day)]))
+        assert wait_for(lambda: not rater.alive, 30), rater.tail()
+        assert rater.returncode() != 0 and "fenced" in rater.tail(60)
+        rater.start()
+        assert wait_for(lambda: len(ch.execute(prices)) == 4, 60), rater.tail()
+        final = read_balances()[key]
+        assert final.balance == corrected.balance - D("0.10") and final.sequence == before.sequence + 1
+    finally:
+        codes = rater.stop(), sink.stop()
+        ch.disconnect()
+    assert codes == (0, 0), f"rater:\n{rater.tail()}\nsink:\n{sink.tail()}"
