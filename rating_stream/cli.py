@@ -14,7 +14,7 @@ def rating_cmd(
     instance: str = typer.Option(
         "0", help="stable instance name: the transactional id is <group>-<instance>"
     ),
-    batch_max: int = typer.Option(5000, help="legs per Kafka transaction at most"),
+    batch_max: int = typer.Option(20_000, help="legs per Kafka transaction at most"),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus /metrics on 127.0.0.1:PORT"),
     legs_topic: str = typer.Option("callback.legs", hidden=True),
     cdr_topic: str = typer.Option("cdr.rated", hidden=True),
@@ -104,13 +104,14 @@ def rerate_cmd(
 @bench_app.command("rating")
 def bench_rating_cmd(
     legs: int = typer.Option(200_000, help="legs to push through each path"),
-    batch_max: int = typer.Option(5000, help="legs per rater transaction"),
+    batch_max: int = typer.Option(20_000, help="legs per rater transaction"),
+    rounds: int = typer.Option(3, min=1, help="rounds on fresh topics; medians are reported"),
     keep: bool = typer.Option(False, help="keep the bench topics and tables afterwards"),
 ) -> None:
     """Legs/s rated and stored vs. a raw pass-through on the same stack, and their ratio."""
-    from rating_stream.bench import run_bench
+    from rating_stream.bench import run_rounds
 
-    run_bench(legs=legs, batch_max=batch_max, keep=keep)
+    run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep)
 
 
 def register(app: typer.Typer) -> None:

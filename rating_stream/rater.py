@@ -62,7 +62,7 @@ class RaterOptions:
     reference_topics: tuple[str, ...] = REFERENCE_TOPICS
     #: actual topic -> catalogue topic, when reference data is read from copies (benchmark)
     reference_aliases: dict[str, str] = field(default_factory=dict)
-    batch_max: int = 5000
+    batch_max: int = 20_000
     batch_wait_s: float = 0.5
     dedupe_window_s: float = 6 * 3600.0
     txn_timeout_s: float = 60.0

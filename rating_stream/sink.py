@@ -4,7 +4,10 @@
 * a batch is flushed at ``batch_max`` rows or ``flush_interval_s`` seconds, as one columnar
   INSERT (ClickHouse wants thousands of rows per insert, never a row per insert);
 * offsets are committed synchronously only after the INSERT succeeded, so a crash re-inserts at
-  most the last batch, which ``ReplacingMergeTree`` collapses (identical leg_id and version);
+  most the last two batches, which ``ReplacingMergeTree`` collapses (identical leg_id and version);
+* one INSERT is in flight at a time, in a worker thread, while the next batch is read and parsed:
+  the driver waits on the socket without the GIL, so reading and storing overlap instead of taking
+  turns; the next batch is sent only after the previous one was stored and its offsets committed;
 * while ClickHouse is down the insert is retried with capped exponential backoff and the consumer
   is paused (still polled, so the group does not drop it): nothing is skipped, nothing lost;
 * a record that is not a valid CDR goes to ``dlq.cdr.rated`` with the reason and never stops it.
@@ -16,6 +19,8 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -31,6 +36,9 @@ from schemas.topics import CDR_RATED
 log = logging.getLogger(__name__)
 
 RowFn = Callable[[dict], tuple]
+
+#: how long to wait for an insert before pausing the consumer (well under max.poll.interval.ms)
+_PATIENCE_S = 2.0
 
 
 @dataclass
@@ -64,10 +72,29 @@ def clickhouse_client() -> Client:
     )
 
 
+class _Abandoned(Exception):
+    """The sink is stopping while ClickHouse refuses a batch: leave it for the next run."""
+
+
+@dataclass
+class _InFlight:
+    """The batch being inserted: committed (its offsets) only once ``done`` says it is stored."""
+
+    done: Future[None]
+    rows: int
+    offsets: dict[tuple[str, int], int]
+
+
 class CdrSink:
-    def __init__(self, options: SinkOptions, row: RowFn = cdr_row) -> None:
+    def __init__(
+        self, options: SinkOptions, row: RowFn = cdr_row, on_stored: Callable[[int], None] | None = None
+    ) -> None:
         self.opt = options
         self._row = row
+        #: called with the running total after each batch is stored and committed (benchmark clock)
+        self._on_stored = on_stored
+        self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ch-insert")
+        self._inflight: _InFlight | None = None
         self._stopping = False
         self.client = clickhouse_client()
         self.consumer = Consumer(
@@ -107,17 +134,23 @@ class CdrSink:
                     self._add(msg)
                 if msgs:
                     idle_since = time.monotonic()
+                if self._inflight is not None and self._inflight.done.done():
+                    self._complete_inflight()
                 if self._due():
                     self.flush()
                 elif (
                     not self._rows
+                    and self._inflight is None
                     and self.opt.idle_exit_s is not None
                     and time.monotonic() - idle_since > self.opt.idle_exit_s
                 ):
                     log.info("no CDRs for %.0f s, exiting", self.opt.idle_exit_s)
                     break
             self.flush()
+            self._complete_inflight()
         finally:
+            self._stopping = True  # an insert still retrying gives up; its offsets stay uncommitted
+            self._inserter.shutdown(wait=True)
             self.consumer.close()
             if self._dlq is not None:
                 self._dlq.flush(30)
@@ -164,71 +197,88 @@ class CdrSink:
         )
         metrics.DEAD_LETTERS.labels("cdr-sink", kind).inc()
 
-    def flush(self) -> None:
-        """Insert the pending rows (retrying until ClickHouse takes them), then commit offsets."""
+    def flush(self, poll_while_waiting: bool = True) -> None:
+        """Send the pending rows to ClickHouse, after the batch before them is stored and committed."""
         if not self._offsets:
             return
-        if self._rows:
-            self._insert_with_retry(self._rows)
+        self._complete_inflight(poll_while_waiting)
+        rows = self._rows
+        done = self._inserter.submit(self._insert_with_retry, rows)
+        self._inflight = _InFlight(done, len(rows), self._offsets)
+        self._rows, self._offsets, self._first_at = [], {}, None
+
+    def _complete_inflight(self, poll_while_waiting: bool = True) -> None:
+        """Wait until the batch in flight is stored, then commit its offsets (never before)."""
+        inflight = self._inflight
+        if inflight is None:
+            return
+        # the usual case: the insert is about done; wait without touching the consumer (pausing
+        # would drop its prefetched records, to be fetched again)
+        futures.wait([inflight.done], timeout=_PATIENCE_S)
+        if not inflight.done.done() and poll_while_waiting:
+            # ClickHouse is slow or down: stop fetching, but keep polling so the group keeps us
+            self.consumer.pause(self.consumer.assignment())
+            try:
+                while not inflight.done.done():
+                    self._late.extend(self.consumer.consume(num_messages=1000, timeout=0.2))
+            finally:
+                self.consumer.resume(self.consumer.assignment())
+        self._inflight = None
+        try:
+            inflight.done.result()
+        except _Abandoned:
+            log.warning("stopping with %d CDRs not stored; their offsets stay uncommitted and the "
+                        "next run stores them", inflight.rows)
+            return
         if self._dlq is not None and self._dlq.flush(30) > 0:
             raise RuntimeError("dead letters not delivered; not committing offsets")
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in inflight.offsets.items()]
         self.consumer.commit(offsets=offsets, asynchronous=False)
-        metrics.SINK_ROWS.inc(len(self._rows))
-        self.inserted += len(self._rows)
-        log.debug("stored %d CDRs, committed %s", len(self._rows), offsets)
-        self._rows, self._offsets, self._first_at = [], {}, None
+        metrics.SINK_ROWS.inc(inflight.rows)
+        self.inserted += inflight.rows
+        log.debug("stored %d CDRs, committed %s", inflight.rows, offsets)
+        if self._on_stored is not None:
+            self._on_stored(self.inserted)
         late, self._late = self._late, []
-        for msg in late:  # records a paused consumer still handed out while we retried
+        for msg in late:  # records a paused consumer still handed out while we waited
             self._add(msg)
 
     def _insert_with_retry(self, rows: list[tuple]) -> None:
+        """Runs in the insert thread: retry until ClickHouse takes the rows, or the sink stops."""
+        if not rows:
+            return
         columns = list(zip(*rows, strict=True))
         delay = self.opt.backoff_initial_s
-        paused = False
-        try:
-            while True:
-                try:
-                    self.client.execute(self._insert_sql, columns, columnar=True)
-                    return
-                except Exception as exc:  # noqa: BLE001 - any failure: server down, timeout, ...
-                    metrics.SINK_RETRIES.inc()
-                    log.warning(
-                        "insert of %d CDRs into %s failed (%s: %s); retrying in %.1f s",
-                        len(rows),
-                        self.opt.table,
-                        type(exc).__name__,
-                        str(exc).splitlines()[0][:200],
-                        delay,
-                    )
-                    self.client.disconnect()
-                    if not paused:
-                        self.consumer.pause(self.consumer.assignment())
-                        paused = True
-                    self._late.extend(_sleep_polling(self.consumer, delay))
-                    delay = min(delay * 2, self.opt.backoff_max_s)
-        finally:
-            if paused:
-                self.consumer.resume(self.consumer.assignment())
+        while True:
+            try:
+                self.client.execute(self._insert_sql, columns, columnar=True)
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure: server down, timeout, ...
+                metrics.SINK_RETRIES.inc()
+                log.warning(
+                    "insert of %d CDRs into %s failed (%s: %s); retrying in %.1f s",
+                    len(rows),
+                    self.opt.table,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                    delay,
+                )
+                self.client.disconnect()
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if self._stopping:
+                        raise _Abandoned from exc
+                    time.sleep(0.05)
+                delay = min(delay * 2, self.opt.backoff_max_s)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store what was read before the partitions go to another member, so it is not lost
         (it would be re-read anyway) nor inserted twice by two members."""
-        if self._offsets:
-            log.info("partitions revoked: flushing %d pending CDRs first", len(self._rows))
-            self.flush()
-
-
-def _sleep_polling(consumer: Consumer, seconds: float) -> list[Message]:
-    """Wait while still polling the paused consumer, so it keeps its group membership.
-
-    A paused consumer should hand out nothing; whatever it still does is returned, to be stored
-    with the next batch rather than dropped."""
-    late: list[Message] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        late.extend(consumer.consume(num_messages=1000, timeout=min(left, 0.5)))
-    return late
+        if self._offsets or self._inflight is not None:
+            log.info("partitions revoked: storing %d pending CDRs first", len(self._rows))
+            # inside a consumer callback: wait without polling the consumer again
+            self.flush(poll_while_waiting=False)
+            self._complete_inflight(poll_while_waiting=False)
 
 
 def run_sink(options: SinkOptions) -> int:

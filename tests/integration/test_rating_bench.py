@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def test_bench_prints_rated_and_passthrough_rates_and_ratio(stack):
     out = subprocess.run(
-        [sys.executable, "-m", "callback.cli", "bench", "rating", "--legs", "3000"],
+        [sys.executable, "-m", "callback.cli", "bench", "rating", "--legs", "3000", "--rounds", "1"],
         capture_output=True,
         text=True,
         timeout=300,
