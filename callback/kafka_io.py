@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 def base_config() -> dict[str, Any]:
     kafka = get_settings().kafka
-    conf: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, "security.protocol": kafka.security_protocol}
+    conf: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "security.protocol": kafka.security_protocol,
+    }
     conf.update(kafka.extra)
     return conf
 

@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 
 from rating_stream.engine import Quote
-from schemas.callback import FinishedLeg
+from schemas.callback import FinishedLeg, ms_between
 from schemas.envelope import SCHEMA_VERSION
 from schemas.rating import RatedCdr
+from schemas.reference import Rate
 
 #: Columns the sink fills, in the order ``cdr_row`` yields them (inserted_at takes its default).
 CDR_COLUMNS: tuple[str, ...] = (
@@ -107,6 +108,30 @@ def cdr_event_id(leg_id: str, version: int) -> str:
     return readable if len(readable) <= 128 else "cdr:" + hashlib.sha256(readable.encode()).hexdigest()
 
 
+#: Rate -> its CDR fields, formatted once. Rates are immutable and few (thousands at most), while a
+#: rate prices millions of legs; keyed by identity with the rate kept alive beside its terms, so an
+#: id is never reused for another rate while its entry exists.
+_RATE_TERMS: dict[int, tuple[Rate, dict[str, Any]]] = {}
+
+
+def _rate_terms(rate: Rate) -> dict[str, Any]:
+    cached = _RATE_TERMS.get(id(rate))
+    if cached is not None and cached[0] is rate:
+        return cached[1]
+    terms = {
+        "matched_prefix": rate.prefix,
+        "rate_per_minute": format(rate.rate_per_minute, "f"),
+        "connection_fee": format(rate.connection_fee, "f"),
+        "increment_s": rate.increment_s,
+        "minimal_time_s": rate.minimal_time_s,
+        "grace_time_s": rate.grace_time_s,
+    }
+    if len(_RATE_TERMS) > 100_000:  # tariffs were replaced many times over: start afresh
+        _RATE_TERMS.clear()
+    _RATE_TERMS[id(rate)] = (rate, terms)
+    return terms
+
+
 def cdr_json(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, source: str) -> bytes:
     """The same record as ``rated_cdr(...).model_dump_json()``, built without pydantic.
 
@@ -114,49 +139,42 @@ def cdr_json(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, so
     rating it. A unit test holds this to the contract: its output validates as ``RatedCdr`` and
     equals ``rated_cdr`` field by field.
     """
-    rate = q.rate
-    return orjson.dumps(
-        {
-            "event_id": cdr_event_id(leg.leg_id, version),
-            "schema_version": SCHEMA_VERSION,
-            "time": rated_at,
-            "source": source,
-            "type": "cdr.rated",
-            "leg_id": leg.leg_id,
-            "callback_id": leg.callback_id,
-            "leg": leg.leg,
-            "attempt": leg.attempt,
-            "version": version,
-            "pbx_id": leg.pbx_id,
-            "did": leg.did,
-            "src": leg.src,
-            "dst": leg.dst,
-            "started_at": leg.started_at,
-            "answered_at": leg.answered_at,
-            "ended_at": leg.ended_at,
-            "duration_ms": leg.duration_ms,
-            "billsec_ms": leg.billsec_ms,
-            "billed_s": q.billed_s,
-            "disposition": leg.disposition,
-            "q850_cause": leg.q850_cause,
-            "sip_code": leg.sip_code,
-            "payer_kind": leg.payer.kind,
-            "payer_id": leg.payer.id,
-            "tariff_id": q.tariff_id,
-            "matched_prefix": rate.prefix,
-            "rate_per_minute": format(rate.rate_per_minute, "f"),
-            "connection_fee": format(rate.connection_fee, "f"),
-            "increment_s": rate.increment_s,
-            "minimal_time_s": rate.minimal_time_s,
-            "grace_time_s": rate.grace_time_s,
-            "price": format(q.price, "f"),
-            "currency": q.currency,
-            "auth_method": leg.auth_method,
-            "final_state": leg.final_state,
-            "rated_at": rated_at,
-        },
-        option=orjson.OPT_UTC_Z,
-    )
+    started_at, answered_at, ended_at = leg.started_at, leg.answered_at, leg.ended_at
+    record = {
+        "event_id": cdr_event_id(leg.leg_id, version),
+        "schema_version": SCHEMA_VERSION,
+        "time": rated_at,
+        "source": source,
+        "type": "cdr.rated",
+        "leg_id": leg.leg_id,
+        "callback_id": leg.callback_id,
+        "leg": leg.leg,
+        "attempt": leg.attempt,
+        "version": version,
+        "pbx_id": leg.pbx_id,
+        "did": leg.did,
+        "src": leg.src,
+        "dst": leg.dst,
+        "started_at": started_at,
+        "answered_at": answered_at,
+        "ended_at": ended_at,
+        "duration_ms": ms_between(started_at, ended_at),
+        "billsec_ms": 0 if answered_at is None else ms_between(answered_at, ended_at),
+        "billed_s": q.billed_s,
+        "disposition": leg.disposition,
+        "q850_cause": leg.q850_cause,
+        "sip_code": leg.sip_code,
+        "payer_kind": leg.payer.kind,
+        "payer_id": leg.payer.id,
+        "tariff_id": q.tariff_id,
+        "price": format(q.price, "f"),
+        "currency": q.currency,
+        "auth_method": leg.auth_method,
+        "final_state": leg.final_state,
+        "rated_at": rated_at,
+    }
+    record.update(_rate_terms(q.rate))
+    return orjson.dumps(record, option=orjson.OPT_UTC_Z)
 
 
 def _time(text: str) -> datetime:
@@ -173,10 +191,6 @@ def _epoch(text: str) -> tuple[int, int]:
     Integers go to the driver as they are, skipping its costly per-value timezone conversion."""
     t = _time(text)
     return int(t.timestamp()), t.microsecond // 1000
-
-
-def _seconds_up(ms: int) -> int:
-    return -(-ms // 1000)
 
 
 def cdr_row(d: dict[str, Any]) -> tuple:

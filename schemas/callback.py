@@ -51,8 +51,9 @@ class SessionState(StrEnum):
     AUTH_FAILED = "auth_failed"
 
 
-TERMINAL_STATES = frozenset({SessionState.REJECTED, SessionState.COMPLETED, SessionState.FAILED_B,
-                             SessionState.AUTH_FAILED})
+TERMINAL_STATES = frozenset(
+    {SessionState.REJECTED, SessionState.COMPLETED, SessionState.FAILED_B, SessionState.AUTH_FAILED}
+)
 
 
 class InitiationOrigin(StrEnum):
@@ -72,8 +73,11 @@ class CallbackInitiation(Envelope):
     channel: str | None = Field(default=None, description="initiation channel, to be dropped with the cause")
     uniqueid: str | None = None
     callback_number: PhoneNumber | None = Field(
-        default=None, description="number to call back; the ANI for DID initiations, the form's for web")
-    destination: PhoneNumber | None = Field(default=None, description="leg B number when known up front (web)")
+        default=None, description="number to call back; the ANI for DID initiations, the form's for web"
+    )
+    destination: PhoneNumber | None = Field(
+        default=None, description="leg B number when known up front (web)"
+    )
     user_id: EntityId | None = Field(default=None, description="already authenticated user (web)")
     received_at: UtcDatetime
 
@@ -121,7 +125,9 @@ class FinishedLeg(Envelope):
     pbx_id: EntityId | None = None
     did: PhoneNumber | None = None
     src: PhoneNumber | None = Field(default=None, description="calling number (CID presented)")
-    dst: PhoneNumber = Field(description="rated number: called-back number (A), destination (B), origin (init)")
+    dst: PhoneNumber = Field(
+        description="rated number: called-back number (A), destination (B), origin (init)"
+    )
     started_at: UtcDatetime
     answered_at: UtcDatetime | None = None
     ended_at: UtcDatetime
@@ -144,11 +150,11 @@ class FinishedLeg(Envelope):
 
     @property
     def duration_ms(self) -> int:
-        return _ms_between(self.started_at, self.ended_at)
+        return ms_between(self.started_at, self.ended_at)
 
     @property
     def billsec_ms(self) -> int:
-        return 0 if self.answered_at is None else _ms_between(self.answered_at, self.ended_at)
+        return 0 if self.answered_at is None else ms_between(self.answered_at, self.ended_at)
 
 
 def leg_id_for(callback_id: str, leg: LegType, attempt: int) -> str:
@@ -156,6 +162,6 @@ def leg_id_for(callback_id: str, leg: LegType, attempt: int) -> str:
     return f"{callback_id}:{leg.value}:{attempt}"
 
 
-def _ms_between(start: UtcDatetime, end: UtcDatetime) -> int:
+def ms_between(start: UtcDatetime, end: UtcDatetime) -> int:
     delta = end - start
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000

@@ -85,10 +85,14 @@ class CarrierConfig(Record):
         if system.callback_device_id is not None:
             device = devices.get(system.callback_device_id)
             if device is None:
-                problems.append(f"callback_settings.callback_device_id: no device {system.callback_device_id!r}")
+                problems.append(
+                    f"callback_settings.callback_device_id: no device {system.callback_device_id!r}"
+                )
             elif device.user_id != system.callback_user_id:
-                problems.append("callback_settings.callback_device_id: the Callback Device must belong to "
-                                "the Callback User")
+                problems.append(
+                    "callback_settings.callback_device_id: the Callback Device must belong to "
+                    "the Callback User"
+                )
         card_methods = {AuthMethod.CARD_NUMBER_PIN, AuthMethod.CARD_PIN, AuthMethod.CARD_PINLESS}
         for i, plan in enumerate(self.dialplans):
             if plan.auth_method in card_methods and not self.cards:
@@ -198,8 +202,9 @@ def load_carrier_config(path: str | Path) -> CarrierConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigProblem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) \
-            from exc
+        raise ConfigError(
+            [ConfigProblem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem(file, 1, "", "the file must be a mapping of sections")])
     try:

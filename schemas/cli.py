@@ -13,7 +13,9 @@ config_app = typer.Typer(help="Carrier reference data.", no_args_is_help=True)
 
 
 @schemas_app.command("export")
-def export_cmd(directory: Path = typer.Argument(..., help="where to write one JSON Schema per topic")) -> None:
+def export_cmd(
+    directory: Path = typer.Argument(..., help="where to write one JSON Schema per topic"),
+) -> None:
     """Write a JSON Schema per topic (what other teams code against)."""
     from schemas.export import export
 

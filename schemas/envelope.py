@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 #: Highest schema version this code understands; a record with a newer one is dead-lettered, not guessed at.
 SCHEMA_VERSION = 1
@@ -22,14 +22,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; every time on the wire is UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_aware_utc)]
+#: Every time on the wire carries its UTC offset (producers write ``Z``); a time without one is
+#: refused rather than guessed at. Checked inside pydantic-core: no Python call per field, which
+#: matters on the rater's hot path (four times per leg).
+UtcDatetime = AwareDatetime
 
 
 def _no_float_noise(value: Decimal) -> Decimal:
@@ -61,16 +57,10 @@ class Envelope(Record):
     TYPE: ClassVar[str] = ""
 
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    #: a record newer than this code is refused (and dead-lettered as unknown_schema_version)
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     time: UtcDatetime = Field(default_factory=utc_now)
     source: str = Field(min_length=1, max_length=128, description="Which process wrote it, e.g. 'ami/pbx1'")
-
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {v} is newer than this consumer understands ({SCHEMA_VERSION})")
-        return v
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -89,8 +79,10 @@ class DeadLetter(Record):
     key_b64: str | None = None
     value_b64: str | None = None
     reason: str
-    error_kind: str = Field(description="stable machine-readable class: malformed_json, invalid_schema, "
-                                        "unknown_schema_version, no_tariff, no_prefix, ...")
+    error_kind: str = Field(
+        description="stable machine-readable class: malformed_json, invalid_schema, "
+        "unknown_schema_version, no_tariff, no_prefix, ..."
+    )
     details: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:

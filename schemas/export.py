@@ -33,8 +33,10 @@ def topic_schema(spec: TopicSpec) -> dict[str, Any]:
 
 def render_all() -> dict[str, str]:
     """File name -> JSON text for every catalogued topic (stable formatting, so diffs are meaningful)."""
-    return {f"{spec.name}.schema.json": json.dumps(topic_schema(spec), indent=2, sort_keys=True) + "\n"
-            for spec in CATALOGUE}
+    return {
+        f"{spec.name}.schema.json": json.dumps(topic_schema(spec), indent=2, sort_keys=True) + "\n"
+        for spec in CATALOGUE
+    }
 
 
 def export(directory: Path) -> list[Path]:

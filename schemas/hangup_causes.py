@@ -41,8 +41,23 @@ BY_Q850: dict[int, HangupCause] = {c.q850: c for c in CALLBACK_HANGUP_CAUSES}
 #: Causes outside the seed's table that PBXes commonly report (RFC 3398 section 7.2.4.1). 16 (normal
 #: clearing) has no SIP error response: the call ended normally.
 _OTHER_Q850_TO_SIP: dict[int, int] = {
-    34: 503, 38: 503, 41: 503, 42: 503, 44: 503, 47: 503,
-    55: 403, 57: 403, 58: 503, 65: 488, 69: 501, 79: 501, 87: 403, 88: 503, 102: 504, 111: 500, 127: 500,
+    34: 503,
+    38: 503,
+    41: 503,
+    42: 503,
+    44: 503,
+    47: 503,
+    55: 403,
+    57: 403,
+    58: 503,
+    65: 488,
+    69: 501,
+    79: 501,
+    87: 403,
+    88: 503,
+    102: 504,
+    111: 500,
+    127: 500,
 }
 
 

@@ -117,9 +117,11 @@ class CommandFailed(PbxEventBase):
     command_type: str
     error: str
     outcome_unknown: bool = Field(
-        default=False, description="True when the action may have reached the PBX (originator crashed between "
-                                   "its journal and the AMI send, or lost the connection before the reply); "
-                                   "it is never retried, so a phone does not ring twice")
+        default=False,
+        description="True when the action may have reached the PBX (originator crashed between "
+        "its journal and the AMI send, or lost the connection before the reply); "
+        "it is never retried, so a phone does not ring twice",
+    )
 
 
 PbxEvent = Annotated[

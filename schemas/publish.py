@@ -10,8 +10,9 @@ from callback.kafka_io import producer_config
 from schemas.carrier_config import CarrierConfig
 
 
-def publish_config(config: CarrierConfig, *, transactional_id: str = "callback-config-loader",
-                   timeout_s: float = 30.0) -> Counter[str]:
+def publish_config(
+    config: CarrierConfig, *, transactional_id: str = "callback-config-loader", timeout_s: float = 30.0
+) -> Counter[str]:
     """Publish every record in one Kafka transaction: read_committed consumers see all of it or none."""
     producer = Producer(producer_config(transactional_id))
     producer.init_transactions(timeout_s)

@@ -46,7 +46,9 @@ class CallbackSettings(Record):
     """The seed's callback settings. Scope ``system`` must set every field; a ``did:<n>`` or
     ``dialplan:<id>`` scope overrides only the fields it sets (``None`` = inherit)."""
 
-    scope: Annotated[str, Field(pattern=r"^(system|did:[0-9]{1,20}|dialplan:[A-Za-z0-9_.:-]{1,64})$")] = "system"
+    scope: Annotated[str, Field(pattern=r"^(system|did:[0-9]{1,20}|dialplan:[A-Za-z0-9_.:-]{1,64})$")] = (
+        "system"
+    )
     active_for_users: bool | None = None
     max_retries: Annotated[int, Field(ge=0, le=20)] | None = None
     retry_time_s: Annotated[int, Field(ge=1, le=3600)] | None = None
@@ -57,21 +59,33 @@ class CallbackSettings(Record):
     send_device_cid: bool | None = None
     send_source_as_cid: bool | None = None
     web_callback_cid: PhoneNumber | None = Field(
-        default=None, description="CID for web callbacks when Send Source as CID is on; empty = default CID")
+        default=None, description="CID for web callbacks when Send Source as CID is on; empty = default CID"
+    )
     callback_cid: PhoneNumber | None = Field(default=None, description="'send another CallerID'")
     default_cid: PhoneNumber | None = Field(default=None, description="CID when no policy yields one")
     callback_user_id: EntityId | None = Field(default=None, description="pays unauthenticated leg A")
     callback_device_id: EntityId | None = None
     pin_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
     initiation_ring_s: Annotated[int, Field(ge=0, le=60)] | None = Field(
-        default=None, description="seconds the initiation call rings before it is dropped")
+        default=None, description="seconds the initiation call rings before it is dropped"
+    )
 
     @model_validator(mode="after")
     def _system_is_complete(self) -> CallbackSettings:
         if self.scope == "system":
-            required = ("active_for_users", "max_retries", "retry_time_s", "wait_time_s", "callback_server_id",
-                        "send_device_cid", "send_source_as_cid", "callback_user_id", "callback_device_id",
-                        "pin_attempts", "initiation_ring_s")
+            required = (
+                "active_for_users",
+                "max_retries",
+                "retry_time_s",
+                "wait_time_s",
+                "callback_server_id",
+                "send_device_cid",
+                "send_source_as_cid",
+                "callback_user_id",
+                "callback_device_id",
+                "pin_attempts",
+                "initiation_ring_s",
+            )
             missing = [name for name in required if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"system callback settings must set: {', '.join(missing)}")
@@ -107,7 +121,8 @@ class Device(Record):
     pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")] | None = None
     caller_id: PhoneNumber | None = Field(default=None, description="the Device CID (Send Device CID)")
     registered_numbers: list[PhoneNumber] = Field(
-        default_factory=list, description="ANI numbers that identify this device (Callback with ANI)")
+        default_factory=list, description="ANI numbers that identify this device (Callback with ANI)"
+    )
 
 
 class CallingCard(Record):
@@ -185,7 +200,8 @@ class CallbackServer(Record):
     ami_username: str
     ami_secret: str
     originate_channel: str = Field(
-        default="Local/{number}@callback-out", description="dial string template; {number} is replaced")
+        default="Local/{number}@callback-out", description="dial string template; {number} is replaced"
+    )
     originate_context: str = "callback-a"
     originate_exten: str = "s"
     dial_b_context: str = "callback-dial-b"

@@ -43,56 +43,115 @@ class TopicSpec:
 
 # --- stream topics -----------------------------------------------------------------------------
 PBX_EVENTS = TopicSpec(
-    "pbx.events", "callback_id when the channel carries CALLBACK_ID, else the Asterisk Linkedid",
-    "schemas.pbx_events.PbxEventRecord", 6, description="Domain events translated from Asterisk AMI")
+    "pbx.events",
+    "callback_id when the channel carries CALLBACK_ID, else the Asterisk Linkedid",
+    "schemas.pbx_events.PbxEventRecord",
+    6,
+    description="Domain events translated from Asterisk AMI",
+)
 PBX_COMMANDS = TopicSpec(
-    "pbx.commands", "callback_id", "schemas.pbx_commands.PbxCommandRecord", 6,
-    description="Commands for the originator: originate, hangup, redirect to IVR / leg B, setvar")
+    "pbx.commands",
+    "callback_id",
+    "schemas.pbx_commands.PbxCommandRecord",
+    6,
+    description="Commands for the originator: originate, hangup, redirect to IVR / leg B, setvar",
+)
 CALLBACK_REQUESTS = TopicSpec(
-    "callback.requests", "callback_id", "schemas.callback.CallbackInitiation", 6,
-    description="Callback initiations: a call to an access-number DID, or a web request")
+    "callback.requests",
+    "callback_id",
+    "schemas.callback.CallbackInitiation",
+    6,
+    description="Callback initiations: a call to an access-number DID, or a web request",
+)
 CALLBACK_SESSIONS = TopicSpec(
-    "callback.sessions", "callback_id", "schemas.callback.SessionTransition", 6,
-    description="Every state transition of a callback session")
+    "callback.sessions",
+    "callback_id",
+    "schemas.callback.SessionTransition",
+    6,
+    description="Every state transition of a callback session",
+)
 CALLBACK_LEGS = TopicSpec(
-    "callback.legs", "callback_id", "schemas.callback.FinishedLeg", 6,
-    description="Finished legs (initiation, A, B) ready to be rated")
+    "callback.legs",
+    "callback_id",
+    "schemas.callback.FinishedLeg",
+    6,
+    description="Finished legs (initiation, A, B) ready to be rated",
+)
 CDR_RATED = TopicSpec(
-    "cdr.rated", "leg_id", "schemas.rating.RatedCdr", 6, retention_ms=30 * DAY_MS,
-    description="Priced legs; the ClickHouse sink stores them")
+    "cdr.rated",
+    "leg_id",
+    "schemas.rating.RatedCdr",
+    6,
+    retention_ms=30 * DAY_MS,
+    description="Priced legs; the ClickHouse sink stores them",
+)
 ACCOUNTS_BALANCES = TopicSpec(
-    "accounts.balances", "payer key '<kind>:<id>' e.g. 'user:42', 'card:1234567890'",
-    "schemas.rating.BalanceUpdate", 6, cleanup_policy="compact", retention_ms=None,
-    description="Latest balance of every payer (compacted)")
+    "accounts.balances",
+    "payer key '<kind>:<id>' e.g. 'user:42', 'card:1234567890'",
+    "schemas.rating.BalanceUpdate",
+    6,
+    cleanup_policy="compact",
+    retention_ms=None,
+    description="Latest balance of every payer (compacted)",
+)
 
 # --- reference data (compacted, keyed by natural id) ---------------------------------------------
 CONFIG_SETTINGS = TopicSpec(
-    "config.callback_settings", "scope: 'system', 'did:<number>' or 'dialplan:<id>'",
-    "schemas.reference.CallbackSettings", 1, "compact", None)
+    "config.callback_settings",
+    "scope: 'system', 'did:<number>' or 'dialplan:<id>'",
+    "schemas.reference.CallbackSettings",
+    1,
+    "compact",
+    None,
+)
 CONFIG_USERS = TopicSpec("config.users", "user id", "schemas.reference.User", 1, "compact", None)
 CONFIG_DEVICES = TopicSpec("config.devices", "device id", "schemas.reference.Device", 1, "compact", None)
 CONFIG_CARDS = TopicSpec("config.cards", "card number", "schemas.reference.CallingCard", 1, "compact", None)
 CONFIG_TARIFFS = TopicSpec("config.tariffs", "tariff id", "schemas.reference.Tariff", 1, "compact", None)
-CONFIG_DIDS = TopicSpec("config.dids", "DID number (E.164 digits)", "schemas.reference.Did", 1, "compact", None)
+CONFIG_DIDS = TopicSpec(
+    "config.dids", "DID number (E.164 digits)", "schemas.reference.Did", 1, "compact", None
+)
 CONFIG_DIALPLANS = TopicSpec(
-    "config.dialplans", "dial plan id", "schemas.reference.CallbackDialPlan", 1, "compact", None)
+    "config.dialplans", "dial plan id", "schemas.reference.CallbackDialPlan", 1, "compact", None
+)
 CONFIG_SERVERS = TopicSpec(
-    "config.servers", "server id", "schemas.reference.CallbackServer", 1, "compact", None)
+    "config.servers", "server id", "schemas.reference.CallbackServer", 1, "compact", None
+)
 
 
 def _dead_letter(source: TopicSpec) -> TopicSpec:
     return TopicSpec(
-        f"dlq.{source.name}", "the original record key", "schemas.envelope.DeadLetter", 1,
-        retention_ms=30 * DAY_MS, description=f"Records of {source.name} that could not be processed")
+        f"dlq.{source.name}",
+        "the original record key",
+        "schemas.envelope.DeadLetter",
+        1,
+        retention_ms=30 * DAY_MS,
+        description=f"Records of {source.name} that could not be processed",
+    )
 
 
 STREAM_TOPICS: tuple[TopicSpec, ...] = (
-    PBX_EVENTS, PBX_COMMANDS, CALLBACK_REQUESTS, CALLBACK_SESSIONS, CALLBACK_LEGS, CDR_RATED, ACCOUNTS_BALANCES)
+    PBX_EVENTS,
+    PBX_COMMANDS,
+    CALLBACK_REQUESTS,
+    CALLBACK_SESSIONS,
+    CALLBACK_LEGS,
+    CDR_RATED,
+    ACCOUNTS_BALANCES,
+)
 CONFIG_TOPICS: tuple[TopicSpec, ...] = (
-    CONFIG_SETTINGS, CONFIG_USERS, CONFIG_DEVICES, CONFIG_CARDS, CONFIG_TARIFFS, CONFIG_DIDS,
-    CONFIG_DIALPLANS, CONFIG_SERVERS)
+    CONFIG_SETTINGS,
+    CONFIG_USERS,
+    CONFIG_DEVICES,
+    CONFIG_CARDS,
+    CONFIG_TARIFFS,
+    CONFIG_DIDS,
+    CONFIG_DIALPLANS,
+    CONFIG_SERVERS,
+)
 DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
-    _dead_letter(t) for t in (PBX_EVENTS, PBX_COMMANDS, CALLBACK_REQUESTS, CALLBACK_LEGS, CDR_RATED))
+    _dead_letter(t) for t in (PBX_EVENTS, PBX_COMMANDS, CALLBACK_REQUESTS, CALLBACK_LEGS, CDR_RATED)
+)
 
 CATALOGUE: tuple[TopicSpec, ...] = STREAM_TOPICS + CONFIG_TOPICS + DEAD_LETTER_TOPICS
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in CATALOGUE}

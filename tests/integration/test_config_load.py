@@ -20,24 +20,38 @@ SAMPLE = REPO / "examples" / "carrier.yaml"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "callback.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "callback.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def _end_offsets(bootstrap: str) -> dict[str, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"probe-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+        }
+    )
     try:
-        return {t.name: consumer.get_watermark_offsets(TopicPartition(t.name, 0), timeout=10)[1]
-                for t in CONFIG_TOPICS}
+        return {
+            t.name: consumer.get_watermark_offsets(TopicPartition(t.name, 0), timeout=10)[1]
+            for t in CONFIG_TOPICS
+        }
     finally:
         consumer.close()
 
 
 def _read_all(bootstrap: str, topic: str) -> dict[str, bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"probe-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
     latest: dict[str, bytes] = {}
@@ -57,8 +71,10 @@ def test_sample_carrier_is_published_to_config_topics(stack):
     result = _cli("config", "load", str(SAMPLE))
     assert result.returncode == 0, result.stderr
     assert "published 23 records" in result.stdout
-    tariffs = {k: Tariff.model_validate_json(v) for k, v in _read_all(stack.bootstrap_servers,
-                                                                         CONFIG_TARIFFS.name).items()}
+    tariffs = {
+        k: Tariff.model_validate_json(v)
+        for k, v in _read_all(stack.bootstrap_servers, CONFIG_TARIFFS.name).items()
+    }
     retail = tariffs["retail-usd"]
     assert {r.prefix: str(r.rate_per_minute) for r in retail.rates}["234"] == "0.20"
 

@@ -30,13 +30,17 @@ def _line_of(path: Path, needle: str) -> int:
 
 def test_sample_carrier_is_valid_and_complete():
     config = load_carrier_config(SAMPLE)
-    rates = {r.prefix: r.rate_per_minute for t in config.tariffs if t.tariff_id == "retail-usd" for r in t.rates}
+    rates = {
+        r.prefix: r.rate_per_minute for t in config.tariffs if t.tariff_id == "retail-usd" for r in t.rates
+    }
     assert str(rates["234"]) == "0.20" and str(rates["34"]) == "0.08"  # the seed's example
     assert config.callback_user.user_id == "cb-owner"
     methods = {p.dialplan_id: p.auth_method for p in config.dialplans}
     did_plans = [methods[d.dialplan_id] for d in config.dids]
     assert len(set(did_plans)) >= 2, "two access numbers with different auth methods"
-    causes = {p.hangup_cause for p in config.dialplans if p.dialplan_id in {d.dialplan_id for d in config.dids}}
+    causes = {
+        p.hangup_cause for p in config.dialplans if p.dialplan_id in {d.dialplan_id for d in config.dids}
+    }
     assert len(causes) >= 2 and causes <= set(BY_Q850)
     assert AuthMethod.ANI in did_plans
     assert any(d.pin for d in config.devices) and config.cards

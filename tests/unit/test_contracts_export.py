@@ -25,4 +25,5 @@ def test_committed_contracts_match_the_models():
     extra = sorted(set(committed) - set(rendered))
     assert not stale and not extra, (
         f"docs/contracts drifted from schemas/ (stale: {stale}, extra: {extra}); "
-        "run `callback schemas export docs/contracts` and commit the result")
+        "run `callback schemas export docs/contracts` and commit the result"
+    )

@@ -22,7 +22,7 @@ from schemas.callback import (
 from schemas.envelope import SCHEMA_VERSION
 from schemas.hangup_causes import CALLBACK_HANGUP_CAUSES, sip_for_q850
 from schemas.pbx_commands import Originate, PbxCommandRecord
-from schemas.pbx_events import ChannelHangup, OriginateOutcome, ORIGINATE_REASONS, PbxEventRecord
+from schemas.pbx_events import ORIGINATE_REASONS, ChannelHangup, OriginateOutcome, PbxEventRecord
 from schemas.rating import BalanceUpdate
 from schemas.reference import CallbackSettings, Rate, Tariff
 from schemas.topics import BY_NAME, CATALOGUE, CONFIG_TOPICS, dead_letter_topic
@@ -31,16 +31,41 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _leg(**kw):
-    base = dict(source="test", leg_id="cb1:a:0", callback_id="cb1", leg=LegType.A, dst="2348031234567",
-                started_at=T0, answered_at=T0 + timedelta(seconds=5), ended_at=T0 + timedelta(seconds=65, milliseconds=250),
-                disposition=Disposition.ANSWERED, payer=Payer(kind=PayerKind.USER, id="alice"))
+    base = dict(
+        source="test",
+        leg_id="cb1:a:0",
+        callback_id="cb1",
+        leg=LegType.A,
+        dst="2348031234567",
+        started_at=T0,
+        answered_at=T0 + timedelta(seconds=5),
+        ended_at=T0 + timedelta(seconds=65, milliseconds=250),
+        disposition=Disposition.ANSWERED,
+        payer=Payer(kind=PayerKind.USER, id="alice"),
+    )
     base.update(kw)
     return FinishedLeg(**base)
 
 
 def test_seed_hangup_causes_are_the_fifteen_with_sip():
     assert len(CALLBACK_HANGUP_CAUSES) == 15
-    assert {c.q850 for c in CALLBACK_HANGUP_CAUSES} == {1, 2, 3, 17, 18, 19, 20, 21, 22, 23, 26, 27, 28, 29, 31}
+    assert {c.q850 for c in CALLBACK_HANGUP_CAUSES} == {
+        1,
+        2,
+        3,
+        17,
+        18,
+        19,
+        20,
+        21,
+        22,
+        23,
+        26,
+        27,
+        28,
+        29,
+        31,
+    }
     assert sip_for_q850(17) == 486
     assert sip_for_q850(21) == 403
     assert sip_for_q850(22) == 301
@@ -53,8 +78,16 @@ def test_money_is_decimal_and_a_string_on_the_wire():
     assert rate.rate_per_minute == Decimal("0.20")
     wire = json.loads(rate.model_dump_json())
     assert wire["rate_per_minute"] == "0.20"
-    bal = BalanceUpdate(source="t", payer_kind="user", payer_id="alice", balance=Decimal("24.72"), currency="USD",
-                        delta=Decimal("-0.28"), leg_id="x", sequence=1)
+    bal = BalanceUpdate(
+        source="t",
+        payer_kind="user",
+        payer_id="alice",
+        balance=Decimal("24.72"),
+        currency="USD",
+        delta=Decimal("-0.28"),
+        leg_id="x",
+        sequence=1,
+    )
     again = BalanceUpdate.model_validate_json(bal.model_dump_json())
     assert again.balance == Decimal("24.72") and isinstance(again.balance, Decimal)
 
@@ -71,7 +104,14 @@ def test_envelope_defaults_and_newer_schema_version_refused():
     assert leg.schema_version == SCHEMA_VERSION and leg.event_id and leg.time.tzinfo is not None
     data = json.loads(leg.model_dump_json())
     data["schema_version"] = SCHEMA_VERSION + 1
-    with pytest.raises(ValidationError, match="newer"):
+    with pytest.raises(ValidationError, match="schema_version"):
+        FinishedLeg.model_validate(data)
+
+
+def test_times_without_offset_are_refused():
+    data = json.loads(_leg().model_dump_json())
+    data["started_at"] = "2026-11-25T12:00:00"
+    with pytest.raises(ValidationError, match="timezone"):
         FinishedLeg.model_validate(data)
 
 
@@ -94,8 +134,17 @@ def test_finished_leg_durations_in_ms_and_time_rules():
 
 
 def test_pbx_event_union_is_told_apart_by_type():
-    hangup = ChannelHangup(source="ami/pbx1", pbx_id="pbx1", channel="SIP/x-1", uniqueid="1.1", linkedid="1.1",
-                           q850_cause=17, cause_text="User busy", sip_code=486, occurred_at=T0)
+    hangup = ChannelHangup(
+        source="ami/pbx1",
+        pbx_id="pbx1",
+        channel="SIP/x-1",
+        uniqueid="1.1",
+        linkedid="1.1",
+        q850_cause=17,
+        cause_text="User busy",
+        sip_code=486,
+        occurred_at=T0,
+    )
     record = PbxEventRecord.model_validate_json(hangup.model_dump_json())
     assert isinstance(record.root, ChannelHangup) and record.root.q850_cause == 17
     assert record.root.kafka_key == "1.1"
@@ -104,23 +153,44 @@ def test_pbx_event_union_is_told_apart_by_type():
 
 
 def test_originate_reasons_cover_the_issue_table():
-    assert ORIGINATE_REASONS == {0: OriginateOutcome.FAILED, 1: OriginateOutcome.HANGUP,
-                                 3: OriginateOutcome.NO_ANSWER, 4: OriginateOutcome.ANSWERED,
-                                 5: OriginateOutcome.BUSY, 8: OriginateOutcome.CONGESTION}
+    assert ORIGINATE_REASONS == {
+        0: OriginateOutcome.FAILED,
+        1: OriginateOutcome.HANGUP,
+        3: OriginateOutcome.NO_ANSWER,
+        4: OriginateOutcome.ANSWERED,
+        5: OriginateOutcome.BUSY,
+        8: OriginateOutcome.CONGESTION,
+    }
 
 
 def test_commands_refuse_ami_header_injection():
-    ok = Originate(source="p", command_id="cb1:a:0:originate", callback_id="cb1", server_id="pbx1", attempt=0,
-                   number="2348031234567", channel="Local/2348031234567@callback-out", context="callback-a",
-                   timeout_ms=30000, variables={"CALLBACK_ID": "cb1"})
+    ok = Originate(
+        source="p",
+        command_id="cb1:a:0:originate",
+        callback_id="cb1",
+        server_id="pbx1",
+        attempt=0,
+        number="2348031234567",
+        channel="Local/2348031234567@callback-out",
+        context="callback-a",
+        timeout_ms=30000,
+        variables={"CALLBACK_ID": "cb1"},
+    )
     assert PbxCommandRecord.model_validate_json(ok.model_dump_json()).root == ok
     with pytest.raises(ValidationError):
         Originate(**{**ok.model_dump(), "channel": "Local/1@x\r\nAction: Hangup"})
 
 
 def test_initiation_shapes():
-    CallbackInitiation(source="ami/pbx1", callback_id="cb1", origin=InitiationOrigin.DID, ani="2348031234567",
-                       did="2349012345678", channel="SIP/trunk-1", received_at=T0)
+    CallbackInitiation(
+        source="ami/pbx1",
+        callback_id="cb1",
+        origin=InitiationOrigin.DID,
+        ani="2348031234567",
+        did="2349012345678",
+        channel="SIP/trunk-1",
+        received_at=T0,
+    )
     with pytest.raises(ValidationError, match="web initiation"):
         CallbackInitiation(source="web", callback_id="cb2", origin=InitiationOrigin.WEB, received_at=T0)
 
@@ -128,17 +198,30 @@ def test_initiation_shapes():
 def test_settings_overlay_and_system_completeness():
     with pytest.raises(ValidationError, match="must set"):
         CallbackSettings(scope="system", max_retries=3)
-    system = CallbackSettings(scope="system", active_for_users=True, max_retries=3, retry_time_s=30, wait_time_s=30,
-                              callback_server_id="pbx1", send_device_cid=True, send_source_as_cid=False,
-                              callback_user_id="owner", callback_device_id="dev", pin_attempts=3,
-                              initiation_ring_s=3)
+    system = CallbackSettings(
+        scope="system",
+        active_for_users=True,
+        max_retries=3,
+        retry_time_s=30,
+        wait_time_s=30,
+        callback_server_id="pbx1",
+        send_device_cid=True,
+        send_source_as_cid=False,
+        callback_user_id="owner",
+        callback_device_id="dev",
+        pin_attempts=3,
+        initiation_ring_s=3,
+    )
     merged = system.overlay(CallbackSettings(scope="did:123", wait_time_s=45))
     assert merged.wait_time_s == 45 and merged.max_retries == 3 and merged.scope == "system"
 
 
 def test_tariff_refuses_duplicate_prefix():
     with pytest.raises(ValidationError, match="twice"):
-        Tariff(tariff_id="t", rates=[Rate(prefix="34", rate_per_minute="0.1"), Rate(prefix="34", rate_per_minute="0.2")])
+        Tariff(
+            tariff_id="t",
+            rates=[Rate(prefix="34", rate_per_minute="0.1"), Rate(prefix="34", rate_per_minute="0.2")],
+        )
 
 
 def test_catalogue_compaction_and_dead_letters():
