@@ -23,7 +23,6 @@ from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import Ledger, LedgerBatch, PayerTerms, payer_terms
 from rating_stream.reference_state import ReferenceData
 from schemas.callback import FinishedLeg, Payer
-from schemas.rating import BalanceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -163,19 +162,8 @@ class RatingBatch:
         """Add the latest balance of every payer charged in this batch (one update per payer:
         the topic is compacted, so intermediate balances would be overwritten anyway)."""
         for change in self._ledger_batch.changes():
-            account = change.account
-            update = BalanceUpdate(
-                source=self._source,
-                payer_kind=account.kind,
-                payer_id=account.id,
-                balance=account.balance,
-                currency=account.currency,
-                delta=change.delta,
-                leg_id=change.last_leg_id,
-                sequence=account.sequence,
-                time=self._rated_at,
-            )
-            self.result.balances.append((account.key.encode(), update.model_dump_json().encode()))
+            update = change.balance_update(source=self._source, at=self._rated_at)
+            self.result.balances.append((change.account.key.encode(), update.model_dump_json().encode()))
         return self.result
 
     def commit(self, now: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from rating_stream.engine import CompiledTariff, RatingError
@@ -87,6 +88,21 @@ class Change:
     account: Account
     delta: Decimal
     last_leg_id: str
+
+    def balance_update(self, *, source: str, at: datetime) -> BalanceUpdate:
+        """The ``accounts.balances`` record announcing this change."""
+        account = self.account
+        return BalanceUpdate(
+            source=source,
+            payer_kind=account.kind,
+            payer_id=account.id,
+            balance=account.balance,
+            currency=account.currency,
+            delta=self.delta,
+            leg_id=self.last_leg_id,
+            sequence=account.sequence,
+            time=at,
+        )
 
 
 class Ledger:

@@ -30,7 +30,6 @@ from rating_stream.rater import RaterOptions, load_ledger
 from rating_stream.reference_state import ReferenceFeed
 from rating_stream.sink import clickhouse_client
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind
-from schemas.rating import BalanceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -190,19 +189,8 @@ def rerate(
         if q.price != old_price:
             batch.adjust(terms.opening, q.price - old_price, leg.leg_id)
     for change in batch.changes():
-        a = change.account
-        update = BalanceUpdate(
-            source="rerate",
-            payer_kind=a.kind,
-            payer_id=a.id,
-            balance=a.balance,
-            currency=a.currency,
-            delta=change.delta,
-            leg_id=change.last_leg_id,
-            sequence=a.sequence,
-            time=now,
-        )
-        producer.produce(opt.balances_topic, update.model_dump_json().encode(), a.key.encode())
+        update = change.balance_update(source="rerate", at=now)
+        producer.produce(opt.balances_topic, update.model_dump_json().encode(), change.account.key.encode())
     producer.commit_transaction(opt.txn_timeout_s)
     log.info("rerate committed %d new CDR versions and %d balance corrections", len(changes), len(batch))
     return report
