@@ -12,7 +12,7 @@ bench_app = typer.Typer(help="Benchmarks on the local stack.", no_args_is_help=T
 
 def rating_cmd(
     instance: str = typer.Option(
-        "0", help="stable instance name: the transactional id is <group>-<instance>"
+        "0", help="names this rater in logs and CDRs; one rater per group (a second one fences the first)"
     ),
     batch_max: int = typer.Option(20_000, help="legs per Kafka transaction at most"),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus /metrics on 127.0.0.1:PORT"),

@@ -11,10 +11,11 @@ none of it; the restarted rater
    ``cdr.rated`` (read_committed, to the end), so memory equals what was committed,
 3. resumes from the committed offsets.
 
-Balances are single-writer state: one rater instance owns every partition of ``callback.legs``
-(manual assignment), because one payer's legs arrive on many partitions (legs are keyed by
-callback id). The stable transactional id ``<group>-<instance>`` ties that instance to its
-partition set; scaling out would need legs re-keyed by payer first.
+Balances are single-writer state: one rater owns every partition of ``callback.legs`` (manual
+assignment), because one payer's legs arrive on many partitions (legs are keyed by callback id).
+Kafka enforces that: the transactional id is the group id alone, so a second rater started on the
+same group (a mistaken second instance, or ``callback rerate``) fences the first, which exits,
+instead of both charging every leg. Scaling out would need legs re-keyed by payer first.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class RaterOptions:
 
     @property
     def transactional_id(self) -> str:
-        return f"{self.group_id}-{self.instance}"
+        """One per group, not per instance: two raters on one group must fence, not both charge."""
+        return self.group_id
 
     @property
     def source(self) -> str:

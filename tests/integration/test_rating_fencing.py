@@ -1,0 +1,100 @@
+"""Balances have one writer: a second rater started on the same group fences the first, instead of
+both charging every leg (the transactional id is the group id)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from callback.kafka_io import base_config
+from rating_stream.harness import Proc, read_balances, wait_for
+from rating_stream.loadgen import (
+    expected_prices,
+    leg_records,
+    make_legs,
+    opening_balances,
+    produce,
+    publish_reference,
+)
+from rating_stream.replay import read_to_end, state_consumer, whole_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _topics(run: str) -> dict[str, str]:
+    names = {what: f"test.{run}.{what}" for what in ("legs", "cdr", "balances")}
+    admin = AdminClient(base_config())
+    futures = admin.create_topics(
+        [
+            NewTopic(names["legs"], 3, 1),
+            NewTopic(names["cdr"], 3, 1),
+            NewTopic(names["balances"], 3, 1, config={"cleanup.policy": "compact"}),
+        ]
+    )
+    for future in futures.values():
+        future.result()
+    return names
+
+
+def _committed_cdr_keys(topic: str) -> list[str]:
+    keys: list[str] = []
+    consumer = state_consumer("fencing-check")
+    try:
+        read_to_end(consumer, whole_topics(consumer, [topic]), lambda m: keys.append(m.key().decode()))
+    finally:
+        consumer.close()
+    return keys
+
+
+def test_second_rater_on_the_group_fences_the_first_and_nothing_is_charged_twice(stack, tmp_path):
+    run = f"fe{uuid.uuid4().hex[:8]}"
+    topics = _topics(run)
+    publish_reference(run)
+    args = [
+        "rating",
+        "--batch-max",
+        "50",
+        "--group-id",
+        f"rater-{run}",
+        "--legs-topic",
+        topics["legs"],
+        "--cdr-topic",
+        topics["cdr"],
+        "--balances-topic",
+        topics["balances"],
+    ]
+    first = Proc([*args, "--instance", "first"], tmp_path / "first.log").start()
+    legs = list(make_legs(run, 400))
+    second: Proc | None = None
+    try:
+        produce(topics["legs"], leg_records(legs[:200]))
+        assert wait_for(lambda: len(_committed_cdr_keys(topics["cdr"])) >= 200, 60), first.tail()
+        second = Proc([*args, "--instance", "second"], tmp_path / "second.log").start()
+        assert wait_for(lambda: "ready" in second.log.read_text(), 60), second.tail()
+        produce(topics["legs"], leg_records(legs[200:]))
+        # the first finds out at its next transaction, and must stop rather than charge
+        assert wait_for(lambda: not first.alive, 60), first.tail()
+        assert first.returncode() != 0
+        assert "fenced" in first.log.read_text()
+        assert wait_for(lambda: len(_committed_cdr_keys(topics["cdr"])) >= len(legs), 60), second.tail()
+    finally:
+        first.stop()
+        second_code = second.stop() if second is not None else None
+
+    keys = _committed_cdr_keys(topics["cdr"])
+    assert sorted(keys) == sorted(leg.leg_id for leg in legs), "every leg rated exactly once"
+    assert second is not None and second_code == 0, second.tail() if second else ""
+
+    expected = expected_prices(run, legs)
+    charges: dict[str, Decimal] = defaultdict(Decimal)
+    for key, price in expected.values():
+        charges[key] += price
+    opening = opening_balances(run)
+    balances = read_balances(topics["balances"])
+    for key, charged in charges.items():
+        if charged > 0:
+            assert balances[key].balance == opening[key] - charged, key
