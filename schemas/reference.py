@@ -140,8 +140,9 @@ class Rate(Record):
 
     prefix: Prefix
     destination: str = ""
-    rate_per_minute: Money = Field(ge=0)
-    connection_fee: Money = Field(default=Decimal("0"), ge=0)
+    #: at most 8 decimal places: what the CDR store keeps (Decimal(18, 8)) without rounding it
+    rate_per_minute: Money = Field(ge=0, decimal_places=8)
+    connection_fee: Money = Field(default=Decimal("0"), ge=0, decimal_places=8)
     increment_s: Annotated[int, Field(ge=1, le=3600)] = 1
     minimal_time_s: Annotated[int, Field(ge=0, le=3600)] = 0
     grace_time_s: Annotated[int, Field(ge=0, le=3600)] = 0

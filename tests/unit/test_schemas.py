@@ -92,6 +92,12 @@ def test_money_is_decimal_and_a_string_on_the_wire():
     assert again.balance == Decimal("24.72") and isinstance(again.balance, Decimal)
 
 
+def test_rates_carry_at_most_eight_decimal_places():
+    assert Rate(prefix="1", rate_per_minute="0.12345678").rate_per_minute == Decimal("0.12345678")
+    with pytest.raises(ValidationError, match="decimal places"):
+        Rate(prefix="1", rate_per_minute="0.123456789")
+
+
 def test_money_rejects_nan_and_infinity():
     with pytest.raises(ValidationError):
         Rate(prefix="1", rate_per_minute="NaN")
