@@ -152,11 +152,28 @@ class ManagedProcess:
         pid = self.read_pid()
         if pid is None:
             return None
-        if is_alive(pid) and self.marker in cmdline(pid):
+        if self._is_ours(pid):
             return pid
         log.info("%s: removing stale pid file %s (pid %s is not running)", self.name, self.pid_file, pid)
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def _is_ours(self, pid: int, settle_s: float = 1.0) -> bool:
+        """Whether ``pid`` is alive and runs our command line.
+
+        A process that has just been exec'd shows an empty (or not yet complete) command line for
+        a moment: Popen returns as soon as the old image's descriptors close, before the kernel has
+        laid out the new one's arguments. So a miss is looked at again for ``settle_s`` before the
+        pid file is called stale; deleting a live server's pid file would leave it unstoppable.
+        """
+        deadline = time.monotonic() + settle_s
+        while is_alive(pid):
+            if self.marker in cmdline(pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return False
 
     def start(
         self, argv: Sequence[str], cwd: Path, output: Path, env: Mapping[str, str] | None = None,
