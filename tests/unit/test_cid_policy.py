@@ -13,22 +13,9 @@ from producers.cid_policy import (
 )
 from schemas.callback import InitiationOrigin
 from schemas.reference import CallbackServer, CallbackSettings, CallerIdPolicy
+from tests.factories import system_settings
 
-SYSTEM = CallbackSettings(
-    scope="system",
-    active_for_users=True,
-    max_retries=3,
-    retry_time_s=30,
-    wait_time_s=30,
-    callback_server_id="pbx1",
-    send_device_cid=False,
-    send_source_as_cid=False,
-    callback_user_id="owner",
-    callback_device_id="dev",
-    pin_attempts=3,
-    initiation_ring_s=3,
-    default_cid="18005550100",
-)
+SYSTEM = system_settings(default_cid="18005550100")
 
 
 def s(**changes) -> CallbackSettings:

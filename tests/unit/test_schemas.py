@@ -26,6 +26,7 @@ from schemas.pbx_events import ORIGINATE_REASONS, ChannelHangup, OriginateOutcom
 from schemas.rating import BalanceUpdate
 from schemas.reference import CallbackSettings, Rate, Tariff
 from schemas.topics import BY_NAME, CATALOGUE, CONFIG_TOPICS, dead_letter_topic
+from tests.factories import system_settings
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -204,20 +205,7 @@ def test_initiation_shapes():
 def test_settings_overlay_and_system_completeness():
     with pytest.raises(ValidationError, match="must set"):
         CallbackSettings(scope="system", max_retries=3)
-    system = CallbackSettings(
-        scope="system",
-        active_for_users=True,
-        max_retries=3,
-        retry_time_s=30,
-        wait_time_s=30,
-        callback_server_id="pbx1",
-        send_device_cid=True,
-        send_source_as_cid=False,
-        callback_user_id="owner",
-        callback_device_id="dev",
-        pin_attempts=3,
-        initiation_ring_s=3,
-    )
+    system = system_settings(send_device_cid=True)
     merged = system.overlay(CallbackSettings(scope="did:123", wait_time_s=45))
     assert merged.wait_time_s == 45 and merged.max_retries == 3 and merged.scope == "system"
 
