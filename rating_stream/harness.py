@@ -17,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import Message
 
-from rating_stream.replay import read_to_end, state_consumer, whole_topics
+from rating_stream.replay import read_topics
 from schemas.rating import BalanceUpdate
 
 
@@ -108,9 +108,5 @@ def read_balances(topic: str = "accounts.balances") -> dict[str, BalanceUpdate]:
         else:
             latest[key] = BalanceUpdate.model_validate_json(msg.value())
 
-    consumer = state_consumer("balances-reader")
-    try:
-        read_to_end(consumer, whole_topics(consumer, [topic]), on)
-    finally:
-        consumer.close()
+    read_topics("balances-reader", [topic], on)
     return latest

@@ -285,6 +285,18 @@ def expected_prices(
     return out
 
 
+def expected_charges(expected: dict[str, tuple[str, Decimal]]) -> tuple[dict[str, Decimal], dict[str, int]]:
+    """From ``expected_prices``: per payer key, the sum of its non-zero charges and how many there
+    are (a free leg debits nothing and bumps no balance sequence)."""
+    charges: dict[str, Decimal] = {}
+    counts: dict[str, int] = {}
+    for key, price in expected.values():
+        if price > 0:
+            charges[key] = charges.get(key, Decimal(0)) + price
+            counts[key] = counts.get(key, 0) + 1
+    return charges, counts
+
+
 def opening_balances(run: str, n_users: int = 20, n_cards: int = 10) -> dict[str, Decimal]:
     """Configured opening balance of every payer of the run, by ``accounts.balances`` key."""
     out = {f"user:{u.user_id}": u.balance for u in users(run, n_users)}

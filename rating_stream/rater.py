@@ -42,7 +42,7 @@ from rating_stream import metrics
 from rating_stream.batch import RatingBatch, RecentLegs
 from rating_stream.payer import Account, Ledger
 from rating_stream.reference_state import REFERENCE_TOPICS, ReferenceFeed
-from rating_stream.replay import partitions_of, read_to_end, since_time, state_consumer, whole_topics
+from rating_stream.replay import partitions_of, read_to_end, read_topics, since_time, state_consumer
 from schemas.rating import BalanceUpdate
 from schemas.topics import ACCOUNTS_BALANCES, CALLBACK_LEGS, CDR_RATED
 
@@ -315,11 +315,7 @@ def load_ledger(topic: str) -> Ledger:
         except ValidationError as exc:
             log.error("ignoring invalid balance record %r: %s", msg.key(), exc.errors()[:2])
 
-    consumer = state_consumer("balances")
-    try:
-        read_to_end(consumer, whole_topics(consumer, [topic]), on)
-    finally:
-        consumer.close()
+    read_topics("balances", [topic], on)
     return ledger
 
 

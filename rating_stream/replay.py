@@ -86,6 +86,16 @@ def read_to_end(
     return count
 
 
+def read_topics(purpose: str, topics: Iterable[str], on_record: OnRecord) -> int:
+    """Feed every committed record of ``topics``, from the beginning to the current end, to
+    ``on_record``, with a throwaway consumer (``purpose`` names its group in broker logs)."""
+    consumer = state_consumer(purpose)
+    try:
+        return read_to_end(consumer, whole_topics(consumer, topics), on_record)
+    finally:
+        consumer.close()
+
+
 def whole_topics(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
     """Every partition of ``topics``, from the beginning."""
     return [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions_of(consumer, t)]

@@ -12,15 +12,19 @@ import random
 import threading
 import time
 import uuid
-from collections import defaultdict
-from decimal import Decimal
 
 import pytest
 from confluent_kafka import Producer
 
 from callback.kafka_io import producer_config
 from rating_stream.harness import Proc, read_balances, wait_for
-from rating_stream.loadgen import expected_prices, make_legs, opening_balances, publish_reference
+from rating_stream.loadgen import (
+    expected_charges,
+    expected_prices,
+    make_legs,
+    opening_balances,
+    publish_reference,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -99,12 +103,7 @@ def test_sigkill_rater_and_sink_mid_run_charges_every_leg_exactly_once(stack, tm
     total = ch.execute(f"SELECT sum(price) FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'")[0][0]
     assert total == sum(p for _k, p in expected.values())
 
-    charges: dict[str, Decimal] = defaultdict(Decimal)
-    count: dict[str, int] = defaultdict(int)
-    for key, price in expected.values():
-        if price > 0:
-            charges[key] += price
-            count[key] += 1
+    charges, count = expected_charges(expected)
     opening = opening_balances(run)
     balances = read_balances()
     for key, charged in charges.items():

@@ -11,7 +11,6 @@ import base64
 import json
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +21,7 @@ import pytest
 from rating_stream.cdr import CDR_COLUMNS
 from rating_stream.harness import Proc, read_balances, wait_for
 from rating_stream.loadgen import (
+    expected_charges,
     expected_prices,
     leg_records,
     make_legs,
@@ -29,7 +29,7 @@ from rating_stream.loadgen import (
     produce,
     publish_reference,
 )
-from rating_stream.replay import read_to_end, state_consumer, whole_topics
+from rating_stream.replay import read_topics
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
 from schemas.envelope import DeadLetter
 
@@ -76,12 +76,7 @@ def test_legs_in_cdrs_in_clickhouse_and_balances_out(pipeline, ch):
     total = ch.execute(f"SELECT sum(price) FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'")[0][0]
     assert total == sum(p for _k, p in expected.values()) and total > 0
 
-    charges: dict[str, Decimal] = defaultdict(Decimal)
-    count: dict[str, int] = defaultdict(int)
-    for key, price in expected.values():
-        if price > 0:
-            charges[key] += price
-            count[key] += 1
+    charges, count = expected_charges(expected)
     opening = opening_balances(run)
     assert wait_for(lambda: set(charges) <= set(read_balances()), 30)
     balances = read_balances()
@@ -168,11 +163,7 @@ def _dead_letters(since_keys: set[bytes]) -> dict[bytes, DeadLetter]:
         if msg.key() in since_keys:
             found[msg.key()] = DeadLetter.model_validate_json(msg.value())
 
-    consumer = state_consumer("dlq-reader")
-    try:
-        read_to_end(consumer, whole_topics(consumer, ["dlq.callback.legs"]), on)
-    finally:
-        consumer.close()
+    read_topics("dlq-reader", ["dlq.callback.legs"], on)
     return found
 
 
