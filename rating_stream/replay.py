@@ -58,9 +58,11 @@ def read_to_end(
         start = tp.offset
         if high > 0 and (start < 0 or start < high):
             pending.add((tp.topic, tp.partition))
+    # assign even when there is nothing to read yet: a caller that follows the topics afterwards
+    # (the rater's reference feed on a fresh cluster) must still be subscribed to what comes next
+    consumer.assign(parts)
     if not pending:
         return 0
-    consumer.assign(parts)
     count = 0
     deadline = time.monotonic() + timeout_s
     while pending:
