@@ -4,6 +4,10 @@ Stored forms come from ``config.users`` (``schemas.reference.User``): ``web_pass
 ``pbkdf2_sha256$<iterations>$<salt>$<hex digest>`` (the salt is used as text, Django-style) and
 ``api_key_sha256`` is the hex SHA-256 of the key. Comparisons use ``hmac.compare_digest``; an unknown
 user still costs one pbkdf2 run, so response time does not tell which usernames exist.
+
+The directory is a copy of the users in the shared reference view (``callback.reference``), taken
+whenever that view changed: the view belongs to the thread that follows Kafka, the directory is
+what request handlers read, and a whole-copy swap is what makes a deleted user disappear too.
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ import hashlib
 import hmac
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from schemas.reference import User
+
+if TYPE_CHECKING:
+    from callback.reference import ReferenceData
 
 #: a hash computed for unknown usernames so they take as long as known ones
 _DUMMY_HASH = "pbkdf2_sha256$200000$dummy-salt$" + "0" * 64
@@ -50,6 +58,8 @@ class UserDirectory:
         self._lock = threading.Lock()
         self._by_username: dict[str, User] = {}
         self._by_key: dict[str, User] = {}
+        #: the view and its ``version`` as of the last ``sync``
+        self._synced: tuple[ReferenceData, int] | None = None
         self.replace(users)
 
     def replace(self, users: Iterable[User]) -> None:
@@ -61,6 +71,16 @@ class UserDirectory:
                 by_key[user.api_key_sha256] = user
         with self._lock:
             self._by_username, self._by_key = by_username, by_key
+
+    def sync(self, data: ReferenceData) -> bool:
+        """Make the directory hold exactly ``data.users`` (deleted users included: they go), if the
+        view changed since the last call; True when it did. Call it on the thread that changes
+        ``data``."""
+        if self._synced is not None and self._synced[0] is data and self._synced[1] == data.version:
+            return False
+        self.replace(data.users.values())
+        self._synced = (data, data.version)
+        return True
 
     def upsert(self, user: User) -> None:
         with self._lock:

@@ -6,6 +6,11 @@ initiation is on Kafka (acks=all; 503 if not) -> ``202 {"callback_id"}``.
 
 The callback id is random, or derived from the user and an ``Idempotency-Key`` header so a client's
 retry does not ring anyone twice (the processors drop an initiation whose id they already know).
+
+Who may call comes from the same reference view as everywhere else (``callback.reference``):
+built from the carrier file with ``--config``, or else read from ``config.users`` and followed in
+a background thread, so a user added, changed or deleted (tombstone) there is honoured without a
+restart.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from callback.reference import ReferenceData
+from callback.reference_feed import ReferenceFeed, ReferenceFollower
 from producers.auth import UserDirectory
 from producers.kafka_out import DeliveryFailed, Publisher
 from producers.metrics import WEB_REQUESTS
@@ -191,6 +198,16 @@ def build_app(
     return app
 
 
+def follow_users(directory: UserDirectory, feed: ReferenceFeed) -> ReferenceFollower:
+    """A follower (not started) that keeps ``directory`` equal to the users ``feed`` reads."""
+
+    def on_change(data: ReferenceData) -> None:
+        if directory.sync(data):
+            log.info("web users: %d can call the API (reference version %d)", len(directory), data.version)
+
+    return ReferenceFollower(feed, on_change, name="web-users")
+
+
 @dataclass(frozen=True)
 class WebOptions:
     host: str
@@ -202,20 +219,16 @@ class WebOptions:
 
 def run_web(options: WebOptions) -> int:
     from producers.kafka_out import KafkaPublisher
-    from producers.reference_data import TopicFollower, load_config
+    from producers.reference_data import load_config
     from schemas.topics import CONFIG_USERS
 
     directory = UserDirectory()
     follower = None
     if options.config_file is not None:
-        directory.replace(load_config(options.config_file).users)
+        directory.sync(ReferenceData.from_carrier_config(load_config(options.config_file)))
     else:
-
-        def on_user(key: str, value: BaseModel | None) -> None:
-            if isinstance(value, User):
-                directory.upsert(value)
-
-        follower = TopicFollower(CONFIG_USERS.name, User, on_user)
+        # users are all the API needs: the other config topics would only cost start-up time
+        follower = follow_users(directory, ReferenceFeed((CONFIG_USERS.name,), purpose="web-users"))
         if not follower.start():
             log.warning("config.users not read to its end yet; serving with %d users", len(directory))
     log.info("web callback API starting with %d users", len(directory))

@@ -33,10 +33,10 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from callback.kafka_io import base_config
+from callback.reference_feed import RATING_TOPICS
 from rating_stream.cdr import _epoch
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
 from rating_stream.rater import Rater, RaterOptions
-from rating_stream.reference_state import REFERENCE_TOPICS
 from rating_stream.sink import CdrSink, SinkOptions, clickhouse_client
 
 RAW_COLUMNS = (
@@ -123,7 +123,7 @@ class Names:
 
     @property
     def config_topics(self) -> dict[str, str]:
-        return {t: self.topic(t) for t in REFERENCE_TOPICS}
+        return {t: self.topic(t) for t in RATING_TOPICS}
 
 
 # --- child processes (spawned: librdkafka state must not be forked) -------------------------------

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from callback.reference import ReferenceData
 from rating_stream.engine import CompiledTariff, RatingError
-from rating_stream.reference_state import ReferenceData
 from schemas.callback import Payer, PayerKind
 from schemas.rating import BalanceUpdate
 

@@ -24,7 +24,7 @@ def load_tariff(tariff_id: str, config: Path | None) -> CompiledTariff:
         if tariff_id not in tariffs:
             raise QuoteError(f"tariff {tariff_id!r} is not in {config} (has: {', '.join(sorted(tariffs))})")
         return CompiledTariff.build(tariffs[tariff_id])
-    from rating_stream.reference_state import ReferenceFeed
+    from callback.reference_feed import ReferenceFeed
     from schemas.topics import CONFIG_TARIFFS
 
     feed = ReferenceFeed((CONFIG_TARIFFS.name,))

@@ -97,9 +97,40 @@ class CarrierConfig(Record):
         for i, plan in enumerate(self.dialplans):
             if plan.auth_method in card_methods and not self.cards:
                 problems.append(f"dialplans.{i}.auth_method: {plan.auth_method.value} needs calling cards")
+        self._unambiguous_credentials(problems)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _unambiguous_credentials(self, problems: list[str]) -> None:
+        """What a caller keys in or calls from must name one subscriber.
+
+        A PIN or an ANI shared by two devices (or a pinless ANI shared by two cards) would
+        authenticate whichever the processors happened to find first and charge the wrong
+        account; the reference view refuses to pick one at run time, so the file is refused here,
+        where the carrier can still fix it. Card PINs must be unique only when some dial plan
+        authenticates by the card PIN alone: with card number + PIN, two cards may share one."""
+        pins: dict[str, str] = {}
+        numbers: dict[str, str] = {}
+        for i, device in enumerate(self.devices):
+            if device.pin:
+                where = f"devices.{i}.pin"
+                _claim(pins, device.pin, device.device_id, where, "PIN already used by device", problems)
+            for j, number in enumerate(device.registered_numbers):
+                where = f"devices.{i}.registered_numbers.{j}"
+                taken = f"number {number} already registered to device"
+                _claim(numbers, number, device.device_id, where, taken, problems)
+        pin_plan = next((p for p in self.dialplans if p.auth_method is AuthMethod.CARD_PIN), None)
+        card_pins: dict[str, str] = {}
+        pinless: dict[str, str] = {}
+        for i, card in enumerate(self.cards):
+            if pin_plan is not None:
+                where, why = f"cards.{i}.pin", f" (dial plan {pin_plan.dialplan_id!r} uses card PIN alone)"
+                _claim(card_pins, card.pin, card.number, where, "PIN already used by card", problems, why)
+            for j, number in enumerate(card.pinless_numbers):
+                where = f"cards.{i}.pinless_numbers.{j}"
+                taken = f"number {number} already a pinless number of card"
+                _claim(pinless, number, card.number, where, taken, problems)
 
     @property
     def callback_user(self) -> User:
@@ -132,6 +163,16 @@ def _unique(items: list[Any], attr: str, section: str, problems: list[str]) -> d
             problems.append(f"{section}.{i}.{attr}: duplicate {attr} {key!r}")
         out[key] = item
     return out
+
+
+def _claim(
+    owners: dict[str, str], value: str, owner: str, path: str, taken: str, problems: list[str], why: str = ""
+) -> None:
+    """Record ``owner`` as the holder of ``value``; a second, different holder is a problem
+    (``<path>: <taken> '<first holder>'<why>``). One holder listing a value twice is harmless."""
+    first = owners.setdefault(value, owner)
+    if first != owner:
+        problems.append(f"{path}: {taken} {first!r}{why}")
 
 
 def _ref(value: str, known: dict[str, Any], path: str, what: str, problems: list[str]) -> None:

@@ -6,11 +6,16 @@ import base64
 import json
 import urllib.error
 import urllib.request
+import uuid
 
 import pytest
+from confluent_kafka import Producer
 
-from producers.testing import REPO_ROOT, CliProcess, KafkaTail, free_port
+from callback.kafka_io import producer_config
+from producers.auth import api_key_digest
+from producers.testing import REPO_ROOT, CliProcess, KafkaTail, free_port, wait_until
 from schemas.callback import CallbackInitiation
+from schemas.reference import User
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +67,37 @@ def test_web_callback_reaches_kafka_and_refusals_do_not(stack, tmp_path):
     finally:
         web.stop()
         tail.close()
+
+
+def test_web_follows_config_users_and_a_tombstone_revokes_access(stack, tmp_path):
+    """Without --config the API reads ``config.users``; deleting a user there locks them out at
+    once, while the process keeps running."""
+    user_id = f"web-{uuid.uuid4().hex[:10]}"
+    api_key = f"key-{uuid.uuid4().hex}"
+    digest = api_key_digest(api_key)
+    user = User(user_id=user_id, name="follower", tariff_id="retail-usd", api_key_sha256=digest)
+    producer = Producer(producer_config())
+
+    def publish(value: bytes | None) -> None:
+        producer.produce("config.users", key=user_id.encode(), value=value)
+        assert producer.flush(30) == 0
+
+    publish(user.model_dump_json().encode())
+    port = free_port()
+    web = CliProcess(["web", "--port", str(port)], tmp_path / "web.log")
+    try:
+        web.wait_for_log("web callback API listening on", timeout=60)
+        headers = {"X-API-Key": api_key}
+        status, body = post(port, {"callback_number": "12125550142"}, headers)
+        assert status == 202, body
+
+        publish(None)  # the tombstone
+        wait_until(
+            lambda: post(port, {"callback_number": "12125550142"}, headers)[0] == 401,
+            20,
+            "the deleted user to be refused",
+            interval=0.2,
+        )
+        assert web.proc.poll() is None, "the web process must keep running"
+    finally:
+        web.stop()

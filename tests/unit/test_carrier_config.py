@@ -84,3 +84,85 @@ def test_yaml_syntax_error_has_a_line(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_carrier_config(tmp_path / "nope.yaml")
+
+
+def _edited(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    """The sample with each (old, new) replaced once: several edits for one broken file."""
+    text = SAMPLE.read_text()
+    for old, new in edits:
+        assert old in text, f"sample no longer contains {old!r}"
+        text = text.replace(old, new, 1)
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    return path
+
+
+def _line_after(path: Path, anchor: str, needle: str) -> int:
+    """Line of the first ``needle`` at or after the line holding ``anchor``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if anchor in line)
+    return next(i for i in range(start, len(lines)) if needle in lines[i]) + 1
+
+
+def _only_problem(path: Path):
+    with pytest.raises(ConfigError) as info:
+        load_carrier_config(path)
+    (problem,) = info.value.problems
+    return problem
+
+
+def test_two_devices_with_one_pin_are_refused_at_the_second(tmp_path):
+    path = _broken(tmp_path, 'pin: "7315"', 'pin: "4821"')  # bob-home takes alice-mobile's PIN
+    problem = _only_problem(path)
+    assert problem.path == "devices.2.pin"
+    assert problem.message == "PIN already used by device 'alice-mobile'"
+    assert problem.line == _line_after(path, "device_id: bob-home", 'pin: "4821"')
+
+
+def test_two_devices_registering_one_number_are_refused(tmp_path):
+    path = _broken(tmp_path, '["12125550142", "12125550143"]', '["12125550142", "2348031234567"]')
+    problem = _only_problem(path)
+    assert problem.path == "devices.2.registered_numbers.1"
+    assert problem.message == "number 2348031234567 already registered to device 'alice-mobile'"
+    assert problem.line == _line_of(path, '"12125550142", "2348031234567"')
+
+
+def test_one_device_listing_a_number_twice_is_not_ambiguous(tmp_path):
+    path = _broken(tmp_path, '["12125550142", "12125550143"]', '["12125550142", "12125550142"]')
+    assert load_carrier_config(path).devices[2].registered_numbers == ["12125550142"] * 2
+
+
+def test_two_cards_with_one_pinless_number_are_refused(tmp_path):
+    path = _broken(
+        tmp_path,
+        'pin: "2222", tariff_id: cards-usd, balance: "0.50"}',
+        'pin: "2222", tariff_id: cards-usd, balance: "0.50", pinless_numbers: ["2348059998888"]}',
+    )
+    problem = _only_problem(path)
+    assert problem.path == "cards.2.pinless_numbers.0"
+    assert problem.message == "number 2348059998888 already a pinless number of card '8800100201'"
+    assert problem.line == _line_of(path, 'number: "8800100202"')
+
+
+def test_shared_card_pins_are_refused_only_where_a_dial_plan_uses_the_pin_alone(tmp_path):
+    shared_pin = ('{number: "8800100201", pin: "2222"', '{number: "8800100201", pin: "1111"')
+    assert load_carrier_config(_edited(tmp_path, shared_pin)).cards[1].pin == "1111"  # number + PIN
+
+    path = _edited(tmp_path, shared_pin, ("auth_method: card_number_pin", "auth_method: card_pin"))
+    problem = _only_problem(path)
+    assert problem.path == "cards.1.pin"
+    assert problem.message == (
+        "PIN already used by card '8800100200' (dial plan 'cb-card' uses card PIN alone)"
+    )
+    assert problem.line == _line_of(path, '{number: "8800100201", pin: "1111"')
+
+
+def test_every_ambiguity_of_a_file_is_reported_at_once(tmp_path):
+    path = _edited(tmp_path, ('pin: "7315"', 'pin: "4821"'), ('pin: "90210"', 'pin: "4821"'))
+    with pytest.raises(ConfigError) as info:
+        load_carrier_config(path)
+    assert [(p.path, p.message) for p in info.value.problems] == [
+        ("devices.2.pin", "PIN already used by device 'alice-mobile'"),
+        ("devices.3.pin", "PIN already used by device 'alice-mobile'"),
+    ]
+    assert info.value.problems[1].line == _line_after(path, "device_id: chidi-office", 'pin: "4821"')

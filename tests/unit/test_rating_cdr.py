@@ -9,12 +9,12 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from callback.reference import ReferenceData
 from rating_stream.batch import RatingBatch, RecentLegs
 from rating_stream.cdr import CDR_COLUMNS, cdr_event_id, cdr_json, cdr_row, rated_cdr
 from rating_stream.engine import quote
 from rating_stream.loadgen import make_legs, reference_records
 from rating_stream.payer import Ledger
-from rating_stream.reference_state import ReferenceData
 from schemas.callback import FinishedLeg
 from schemas.rating import RatedCdr
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from callback.reference import ReferenceData
 from rating_stream.engine import RatingError
 from rating_stream.payer import Account, Ledger, payer_terms
-from rating_stream.reference_state import ReferenceData
 from schemas.callback import Payer, PayerKind
 from schemas.carrier_config import load_carrier_config
 from schemas.rating import BalanceUpdate
@@ -59,11 +59,12 @@ def test_unknown_payers_are_rating_errors(ref, payer, kind):
 
 
 def test_missing_tariff_and_currency_mismatch_are_rating_errors(ref):
-    ref.users["ghost"] = User(user_id="ghost", name="g", tariff_id="gone")
+    ref.apply_model("config.users", "ghost", User(user_id="ghost", name="g", tariff_id="gone"))
     with pytest.raises(RatingError) as err:
         payer_terms(Payer(kind=PayerKind.USER, id="ghost"), ref)
     assert err.value.kind == "no_tariff"
-    ref.users["euro"] = User(user_id="euro", name="e", tariff_id="retail-usd", currency="EUR")
+    euro = User(user_id="euro", name="e", tariff_id="retail-usd", currency="EUR")
+    ref.apply_model("config.users", "euro", euro)
     with pytest.raises(RatingError) as err:
         payer_terms(Payer(kind=PayerKind.USER, id="euro"), ref)
     assert err.value.kind == "currency_mismatch"

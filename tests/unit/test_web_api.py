@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import queue
+import threading
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from callback.reference import ReferenceData
 from producers.auth import UserDirectory
 from producers.kafka_out import DeliveryFailed
 from producers.openapi import render_openapi
-from producers.web import RateLimits, build_app
+from producers.web import RateLimits, build_app, follow_users
 from schemas.callback import CallbackInitiation
 from schemas.carrier_config import load_carrier_config
 
@@ -218,3 +221,73 @@ def test_openapi_is_served_and_committed_copy_matches():
     committed = (REPO / "docs" / "openapi.json").read_text()
     assert committed == render_openapi(), "run `callback web --export-openapi docs/openapi.json`"
     assert json.loads(committed) == resp["json"]
+
+
+class ScriptedFeed:
+    """Stands in for ``ReferenceFeed`` (no Kafka): ``load`` folds the sample carrier, ``poll``
+    folds what the test pushes, as records of the config topics would arrive."""
+
+    def __init__(self) -> None:
+        self.data = ReferenceData()
+        self.pending: queue.Queue[tuple[str, str, bytes | None]] = queue.Queue()
+        self.closed = False
+
+    def load(self) -> ReferenceData:
+        for topic, key, record in load_carrier_config(REPO / "examples" / "carrier.yaml").records():
+            self.data.apply(topic, key, record.model_dump_json().encode())
+        return self.data
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        try:
+            topic, key, value = self.pending.get(timeout=timeout_s)
+        except queue.Empty:
+            return 0
+        self.data.apply(topic, key, value)
+        return 1
+
+    def push(self, topic: str, key: str, value: bytes | None) -> None:
+        self.pending.put((topic, key, value))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_user_deleted_from_config_users_can_no_longer_call():
+    directory = UserDirectory()
+    feed = ScriptedFeed()
+    follower = follow_users(directory, feed)
+    follower.poll_s = 0.05
+    applied = threading.Event()
+    on_change = follower.on_change
+
+    def on_change_then_signal(data: ReferenceData) -> None:
+        on_change(data)
+        applied.set()
+
+    follower.on_change = on_change_then_signal
+    assert follower.start(wait_s=5)
+    app = build_app(directory, MemoryPublisher(), RateLimits.per_minute(60, 60))
+
+    async def run() -> list[int]:
+        statuses = []
+        async with TestClient(TestServer(app)) as c:
+
+            async def status(headers: dict[str, str]) -> int:
+                r = await c.post("/v1/callbacks", json={"callback_number": "1"}, headers=headers)
+                return r.status
+
+            statuses.append(await status({"X-API-Key": ALICE_KEY}))
+            applied.clear()
+            feed.push("config.users", "alice", None)  # the tombstone
+            assert await asyncio.to_thread(applied.wait, 5), "the follower did not apply the tombstone"
+            statuses.append(await status({"X-API-Key": ALICE_KEY}))
+            statuses.append(await status(basic("alice", "alice-web-secret")))
+            statuses.append(await status(basic("bob", "bob-web-secret")))
+        return statuses
+
+    try:
+        statuses = asyncio.run(run())
+    finally:
+        follower.stop()
+    assert statuses == [202, 401, 401, 202]
+    assert feed.closed, "the follower closes its feed when stopped"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from callback.reference import ReferenceData
 from producers.auth import UserDirectory, api_key_digest, hash_password, verify_password
 from schemas.reference import User
 
@@ -44,3 +45,21 @@ def test_directory_by_api_key_and_by_password_and_upsert():
     assert d.by_password("u", "pw") is None and d.by_password("renamed", "pw") is not None
     assert d.by_api_key("k1") is None and d.by_api_key("k2") is not None
     assert len(d) == 1
+
+
+def test_directory_sync_copies_the_view_only_when_it_changed():
+    data = ReferenceData()
+    user = User(user_id="u1", name="U", tariff_id="t", api_key_sha256=api_key_digest("k1"))
+    data.apply_model("config.users", "u1", user)
+    d = UserDirectory()
+    assert d.sync(data) is True and d.by_api_key("k1") == user
+    assert d.sync(data) is False, "nothing changed: no rebuild"
+    data.apply_model("config.users", "u1", None)
+    assert d.sync(data) is True and d.by_api_key("k1") is None and len(d) == 0
+    data.apply_model("config.users", "u1", user)
+    assert d.sync(data) is True and d.by_api_key("k1") == user
+    other = ReferenceData()
+    for user_id in ("u2", "u3", "u4"):
+        other.apply_model("config.users", user_id, User(user_id=user_id, name="O", tariff_id="t"))
+    assert other.version == data.version
+    assert d.sync(other) is True and d.by_api_key("k1") is None, "another view at the same version"
