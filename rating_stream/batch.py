@@ -18,11 +18,12 @@ from decimal import Decimal
 
 from pydantic import ValidationError
 
+from callback.reference import ReferenceData
 from rating_stream.cdr import cdr_json
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import Ledger, LedgerBatch, PayerTerms, payer_terms
-from rating_stream.reference_state import ReferenceData
 from schemas.callback import FinishedLeg, Payer
+from schemas.envelope import invalid_record
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,34 @@ log = logging.getLogger(__name__)
 _STALE_REFERENCE = frozenset({"unknown_payer", "no_tariff", "no_prefix", "currency_mismatch"})
 
 
-class RecentLegs:
-    """Leg ids charged recently, to drop legs Kafka redelivers (DESIGN section 6).
+#: Seconds by which the processors' clock (a leg's envelope ``time``) may run behind the rater's.
+LEG_CLOCK_SKEW_S = 300.0
 
-    Bounded by age: an upstream processor redelivers within minutes of a crash, so remembering
-    ``window_s`` seconds of leg ids (hours by default) is enough and keeps memory flat.
+
+class RecentLegs:
+    """Leg ids charged recently, to drop legs Kafka redelivers (docs/rating.md, "Exactly once").
+
+    Bounded by age: remembering ``window_s`` seconds of leg ids (hours by default) keeps memory
+    flat. The price of that bound is a horizon: the memory is complete only for charges made since
+    ``horizon(now)``, so a leg that could have been charged before it cannot be told apart from a
+    new one. ``RatingBatch`` sends such a leg to review instead of charging it (see ``_rate``).
     """
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, clock_skew_s: float = 0.0) -> None:
         self.window_s = window_s
+        #: how far the clock that stamped a leg's ``time`` may be off the rater's
+        self.clock_skew_s = clock_skew_s
         self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def horizon(self, now: float) -> float:
+        """The oldest leg ``time`` (epoch seconds) whose every possible charge is still in memory.
+
+        Every charge of the last ``window_s`` is known (the rater restores that much at start and
+        expires only older ones); a leg stamped ``t`` was first published no earlier than
+        ``t - clock_skew_s``, so a leg stamped before the window plus the skew might have been
+        charged before the memory reaches. After a rater outage longer than the window, start it
+        with a window that covers the outage, or such legs go to review."""
+        return now - self.window_s + self.clock_skew_s
 
     def __contains__(self, leg_id: str) -> bool:
         return leg_id in self._seen
@@ -97,6 +116,7 @@ class RatingBatch:
         self._ref = ref
         self._ledger_batch: LedgerBatch = ledger.batch()
         self._recent = recent
+        self._horizon = recent.horizon(rated_at.timestamp())
         self._new_legs: dict[str, None] = {}
         self._source = source
         self._rated_at = rated_at
@@ -126,6 +146,17 @@ class RatingBatch:
             result.duplicates += 1
             log.info("dropping redelivered leg %s: already charged", leg_id)
             return None
+        # A leg first published before the memory horizon may have been charged before it and
+        # forgotten since: a processors worker that comes back after a long outage re-publishes its
+        # last legs byte for byte (envelope time included). Review it, never charge it twice.
+        if leg.time.timestamp() < self._horizon:
+            return Rejected(
+                "beyond_dedupe_horizon",
+                f"leg first published at {leg.time.isoformat()}, before the rater's memory of "
+                "charged legs begins; it may have been charged already, so it goes to review "
+                "instead of being charged",
+                leg_id,
+            )
         payer = leg.payer
         payer_key = payer.key
         try:
@@ -175,13 +206,5 @@ class RatingBatch:
 
 
 def _validation_reject(exc: ValidationError) -> Rejected:
-    errors = exc.errors(include_url=False)
-    first = errors[0] if errors else {"type": "", "msg": str(exc), "loc": ()}
-    if first["type"] == "json_invalid":
-        kind = "malformed_json"
-    elif any("schema_version" in map(str, e.get("loc", ())) for e in errors):
-        kind = "unknown_schema_version"
-    else:
-        kind = "invalid_schema"
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return Rejected(kind, f"{where}: {first['msg']}" if where else first["msg"])
+    kind, reason = invalid_record(exc)
+    return Rejected(kind, reason)

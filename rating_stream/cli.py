@@ -21,6 +21,12 @@ def rating_cmd(
     balances_topic: str = typer.Option("accounts.balances", hidden=True),
     group_id: str = typer.Option("callback-rater", hidden=True),
     idle_exit_s: float | None = typer.Option(None, hidden=True, help="exit after this long without legs"),
+    dedupe_window_s: float = typer.Option(
+        6 * 3600.0,
+        "--dedupe-window-s",
+        min=600.0,
+        help="how long charged leg ids are remembered; a leg published before that goes to review",
+    ),
 ) -> None:
     """Rate finished legs, debit payers, write CDRs and balances: exactly once (Kafka transactions)."""
     from rating_stream import metrics
@@ -35,6 +41,7 @@ def rating_cmd(
         balances_topic=balances_topic,
         batch_max=batch_max,
         idle_exit_s=idle_exit_s,
+        dedupe_window_s=dedupe_window_s,
     )
     sys.exit(run_rater(opts))
 

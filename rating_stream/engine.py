@@ -32,6 +32,7 @@ _SIXTY = Decimal(60)
 #: before the single final rounding (a division by 60 only ever repeats a 3 or a 6, so no
 #: intermediate digits can carry into a half-way case).
 _CTX = Context(prec=60)
+_UNIT = Decimal(1)
 
 
 #: Terms quoted for an unanswered leg whose number no rate matches: everything zero, prefix ''.
@@ -151,13 +152,52 @@ def quote(tariff: CompiledTariff, number: str, billsec_ms: int, answered: bool =
     return Quote(tariff.tariff_id, tariff.currency, rate, billable, billed, fee, duration_charge, price)
 
 
-def max_duration_s(balance: Decimal, rate: Rate) -> int | None:
+def max_duration_s(
+    balance: Decimal, rate: Rate, *, alongside: Rate | None = None, alongside_elapsed_s: int = 0
+) -> int | None:
     """Longest answered time (s) that ``balance`` pays for at ``rate``; None when it is unlimited.
 
-    For the leg-B timeout of DESIGN section 4 (the call is cut when the money runs out): the
-    largest whole number of increments whose price (with connection fee, minimal time applied)
-    does not exceed the balance; 0 when not even the first block is affordable.
+    The leg-B limit of a callback (the call is cut when the money runs out): the largest whole
+    number of increments whose price (with connection fee, minimal time applied) does not exceed
+    the balance; 0 when not even the first block is affordable.
+
+    ``alongside`` is a leg that runs at the same time and is paid from the same balance: leg A of
+    the callback, already answered for ``alongside_elapsed_s`` seconds, which keeps costing while
+    leg B talks and is charged only when it ends (seed: a callback minute costs leg A's rate plus
+    leg B's, 20 + 8 = 28 cents). Then the limit is the longest T for which B's price for T seconds
+    plus A's price for ``alongside_elapsed_s + T`` seconds fits the balance, with each leg's own
+    minimal time, grace time and increment, so the two legs the rater will charge never exceed it.
     """
+    if alongside is None:
+        return _max_single(balance, rate)
+    per_minute = rate.rate_per_minute + alongside.rate_per_minute
+    if balance < 0:
+        return 0
+
+    def fits(seconds: int) -> bool:
+        cost = _answered_cost(rate, seconds) + _answered_cost(alongside, alongside_elapsed_s + seconds)
+        return cost <= balance
+
+    increment = rate.increment_s
+    if not fits(increment):
+        return 0
+    if per_minute == 0:
+        return None
+    # past the grace times, cost grows by at least per_minute/60 a second: no affordable T lies
+    # beyond this many blocks
+    grace = max(rate.grace_time_s, alongside.grace_time_s)
+    high = (int(_CTX.divide(_CTX.multiply(balance, _SIXTY), per_minute)) + grace) // increment + 2
+    low = 1  # fits(low * increment) holds; find the largest such block count
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle * increment):
+            low = middle
+        else:
+            high = middle - 1
+    return low * increment
+
+
+def _max_single(balance: Decimal, rate: Rate) -> int | None:
     if rate.rate_per_minute == 0:
         return None if balance >= rate.connection_fee else 0
     spendable = balance - rate.connection_fee
@@ -173,3 +213,9 @@ def max_duration_s(balance: Decimal, rate: Rate) -> int | None:
     if seconds < rate.minimal_time_s:
         return 0
     return seconds
+
+
+def _answered_cost(rate: Rate, seconds: int) -> Decimal:
+    """Exact (unrounded) price of a leg answered for ``seconds`` whole seconds at ``rate``."""
+    fee, duration_charge, _rounded = price_terms(rate, billed_seconds(seconds, rate), _UNIT)
+    return fee + duration_charge

@@ -38,10 +38,11 @@ from confluent_kafka import (
 from pydantic import ValidationError
 
 from callback.kafka_io import consumer_config, dead_letter, producer_config
+from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
+from callback.reference_feed import ReferenceFeed
 from rating_stream import metrics
-from rating_stream.batch import RatingBatch, RecentLegs
+from rating_stream.batch import LEG_CLOCK_SKEW_S, RatingBatch, RecentLegs
 from rating_stream.payer import Account, Ledger
-from rating_stream.reference_state import REFERENCE_TOPICS, ReferenceFeed
 from rating_stream.replay import partitions_of, read_to_end, read_topics, since_time, state_consumer
 from schemas.rating import BalanceUpdate
 from schemas.topics import ACCOUNTS_BALANCES, CALLBACK_LEGS, CDR_RATED
@@ -84,7 +85,7 @@ class Rater:
     def __init__(self, options: RaterOptions) -> None:
         self.opt = options
         self.ledger = Ledger()
-        self.recent = RecentLegs(options.dedupe_window_s)
+        self.recent = RecentLegs(options.dedupe_window_s, clock_skew_s=LEG_CLOCK_SKEW_S)
         self.reference = ReferenceFeed(options.reference_topics, options.reference_aliases)
         self._stopping = False
         self._positions: dict[int, int] = {}
@@ -136,6 +137,8 @@ class Rater:
         self.ledger = load_ledger(self.opt.balances_topic)
 
     def _restore_recent_legs(self) -> None:
+        """The leg ids charged in the last ``dedupe_window_s``, from ``cdr.rated``: every charge the
+        duplicate filter must know (``RecentLegs.horizon`` sends older legs to review)."""
         consumer = state_consumer("rater-recent")
         now = time.time()
         since_ms = int((now - self.opt.dedupe_window_s) * 1000)

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
 
 #: Highest schema version this code understands; a record with a newer one is dead-lettered, not guessed at.
 SCHEMA_VERSION = 1
@@ -87,3 +95,19 @@ class DeadLetter(Record):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+def invalid_record(exc: ValidationError) -> tuple[str, str]:
+    """(dead-letter ``error_kind``, reason) for a record that failed validation: not JSON at all
+    (``malformed_json``), from a newer version of this code (``unknown_schema_version``), or not
+    the contract (``invalid_schema``, with the first field that is wrong)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else {"type": "", "msg": str(exc), "loc": ()}
+    if first["type"] == "json_invalid":
+        kind = "malformed_json"
+    elif any("schema_version" in map(str, e.get("loc", ())) for e in errors):
+        kind = "unknown_schema_version"
+    else:
+        kind = "invalid_schema"
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return kind, f"{where}: {first['msg']}" if where else first["msg"]

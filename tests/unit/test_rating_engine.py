@@ -189,3 +189,23 @@ def test_max_duration_respects_minimal_time():
     rate = Rate(prefix="1", rate_per_minute=D("0.60"), minimal_time_s=60)
     assert max_duration_s(D("0.59"), rate) == 0
     assert max_duration_s(D("0.60"), rate) == 60
+
+
+def test_max_duration_alongside_leg_a_is_the_seeds_28_cents_a_minute():
+    leg_a = Rate(prefix="234", rate_per_minute=D("0.20"), increment_s=60)  # Nigeria, the caller
+    leg_b = Rate(prefix="34", rate_per_minute=D("0.08"), increment_s=1)  # Spain, the destination
+    assert max_duration_s(D("0.28"), leg_b) == 210  # leg B alone: 3.5 minutes
+    assert max_duration_s(D("0.28"), leg_b, alongside=leg_a) == 60  # both legs: one minute
+    # leg A already answered for 30 s: its first minute is paid by the first 30 s of leg B
+    assert max_duration_s(D("0.28"), leg_b, alongside=leg_a, alongside_elapsed_s=30) == 30
+    assert max_duration_s(D("0.27"), leg_b, alongside=leg_a, alongside_elapsed_s=30) == 30
+    assert max_duration_s(D("0.19"), leg_b, alongside=leg_a) == 0  # not even leg A's first block
+    assert max_duration_s(D("-1"), leg_b, alongside=leg_a) == 0
+
+
+def test_max_duration_alongside_is_unlimited_only_when_both_legs_are_free():
+    free = Rate(prefix="1", rate_per_minute=D("0"))
+    fee_only = Rate(prefix="1", rate_per_minute=D("0"), connection_fee=D("0.05"))
+    assert max_duration_s(D("1"), free, alongside=free) is None
+    assert max_duration_s(D("0.04"), fee_only, alongside=free) == 0
+    assert max_duration_s(D("0.05"), fee_only, alongside=free) is None

@@ -8,7 +8,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rating_stream.engine import CompiledTariff, quote
+from rating_stream.engine import CompiledTariff, max_duration_s, quote
 from schemas.reference import Rate, Tariff
 
 cents = st.integers(min_value=0, max_value=10_000).map(lambda c: Decimal(c).scaleb(-2))
@@ -80,3 +80,28 @@ def test_same_input_same_price(rate, ms, precision):
     again = quote(compile_(rate, precision), "1", ms)
     assert first == again
     assert str(first.price) == str(again.price)
+
+
+@settings(max_examples=300)
+@given(rates, rates, st.integers(0, 3600), st.integers(0, 100_000).map(lambda c: Decimal(c).scaleb(-2)))
+def test_leg_b_limit_alongside_leg_a_never_lets_the_two_legs_cost_more_than_the_balance(
+    leg_b, leg_a, a_elapsed_s, balance
+):
+    """The limit from ``max_duration_s`` is exact: both legs priced by the rater's own ``quote`` at
+    that duration fit the balance, and one more increment of leg B would not (unless unlimited)."""
+    tb, ta = compile_(leg_b, 8), compile_(leg_a, 8)
+
+    def cost(seconds: int) -> Decimal:
+        b = quote(tb, "1", seconds * 1000).duration_charge + quote(tb, "1", seconds * 1000).connection_fee
+        a_quote = quote(ta, "1", (a_elapsed_s + seconds) * 1000)
+        return b + a_quote.duration_charge + a_quote.connection_fee
+
+    limit = max_duration_s(balance, leg_b, alongside=leg_a, alongside_elapsed_s=a_elapsed_s)
+    if limit is None:
+        assert leg_b.rate_per_minute == 0 and leg_a.rate_per_minute == 0
+        return
+    assert limit % leg_b.increment_s == 0
+    if limit == 0:
+        assert cost(leg_b.increment_s) > balance
+    else:
+        assert cost(limit) <= balance < cost(limit + leg_b.increment_s)
