@@ -1,7 +1,13 @@
 """Kafka client configuration shared by every process, and the dead-letter writer.
 
-Producers are idempotent with acks=all (DESIGN section 6); consumers never auto-commit, so each
-process commits only after its effect is durable. ``extra`` from settings lets a carrier add SASL/TLS.
+Producers are idempotent with acks=all (docs/processors.md, "Guarantees"); consumers never auto-commit,
+so each process commits only after its effect is durable. ``extra`` from settings lets a carrier add
+SASL/TLS.
+
+Every producer partitions keys with ``murmur2_random``, the Java client's hash, which is also what
+aiokafka (and so the Faust processors) uses. librdkafka's default (CRC32) would put most keys on
+another partition than the processors' own sends, and a callback's initiation, PBX events and timer
+ticks must meet on the one partition whose worker owns the session.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ def producer_config(transactional_id: str | None = None, **overrides: Any) -> di
         "enable.idempotence": True,
         "linger.ms": 5,
         "compression.type": "lz4",
+        "partitioner": "murmur2_random",
     }
     if transactional_id:
         conf["transactional.id"] = transactional_id

@@ -47,6 +47,52 @@ class StackSettings(BaseModel):
     kafka_heap: str = "512m"
 
 
+class SessionTimeouts(BaseModel):
+    """How long a callback session waits for each thing before its watchdog acts (seconds)."""
+
+    model_config = {"frozen": True}
+
+    #: the fraud guard's verdict
+    admission_s: float = Field(30.0, gt=0)
+    #: leg A's Originate result, beyond the Wait Time
+    originate_margin_s: float = Field(30.0, gt=0)
+    #: the next IVR input (card number, PIN, destination)
+    ivr_s: float = Field(120.0, gt=0)
+    #: leg B's Dial result, beyond the Wait Time
+    dial_margin_s: float = Field(30.0, gt=0)
+    #: the end of a bridged call, beyond leg B's maximum duration (or this long when unlimited)
+    bridged_margin_s: float = Field(120.0, gt=0)
+    bridged_unlimited_s: float = Field(4 * 3600.0, gt=0)
+    #: the hangup events of legs still up once the session has its outcome
+    closing_s: float = Field(120.0, gt=0)
+    #: how long an ended session is remembered (a repeated initiation id is recognised meanwhile)
+    retention_s: float = Field(3600.0, gt=0)
+    #: an initiation older than this when it reaches the processors is refused, not called back
+    max_initiation_age_s: float = Field(120.0, gt=0)
+
+
+class ProcessorsSettings(BaseModel):
+    """``callback processors``: the Faust worker that runs the callback sessions."""
+
+    #: names this worker: its static group membership (a restart within the session timeout gets
+    #: its partitions back at once), its data folder and its metrics
+    instance: str = Field("0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: Faust binds a web port even with its web views unused: one port per worker on a host
+    web_port: int = Field(6066, ge=1, le=65535)
+    data_dir: Path = REPO_ROOT / ".processors"
+    metrics_port: int = Field(0, ge=0, le=65535)
+    #: a dead worker's partitions move after this (Faust's default, 60 s, is far too slow here)
+    session_timeout_s: float = Field(10.0, ge=6.0)
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    commit_interval_s: float = Field(1.0, gt=0)
+    #: warm copies of other workers' tables, so a failover does not replay the whole changelog
+    standby_replicas: int = Field(1, ge=0)
+    #: timer loop period and resend sweep period
+    tick_interval_s: float = Field(0.1, gt=0)
+    sweep_interval_s: float = Field(1.0, gt=0)
+    timeouts: SessionTimeouts = Field(default_factory=SessionTimeouts)
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by CALLBACK_SETTINGS_FILE, if any."""
 
@@ -70,6 +116,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    processors: ProcessorsSettings = Field(default_factory=ProcessorsSettings)
     log_level: str = "INFO"
 
     @classmethod

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from callback.kafka_io import consumer_config
@@ -93,18 +93,24 @@ class TopicFollower:
                 if msg is None:
                     continue
                 if msg.error():
-                    if msg.error().code() != -191:  # _PARTITION_EOF
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        # the end: also when the last offset is a transaction marker, which no
+                        # record ever reaches (config load publishes in one transaction)
+                        self._reached(ends, msg.partition())
+                    else:
                         log.warning("%s: %s", self.topic, msg.error())
                     continue
                 self._handle(msg.key(), msg.value())
                 if msg.partition() in ends and msg.offset() + 1 >= ends[msg.partition()]:
-                    del ends[msg.partition()]
-                    if not ends:
-                        self.caught_up.set()
+                    self._reached(ends, msg.partition())
         except KafkaException as exc:
             log.error("following %s failed: %s", self.topic, exc)
         finally:
             consumer.close()
+
+    def _reached(self, ends: dict[int, int], partition: int) -> None:
+        if ends.pop(partition, None) is not None and not ends:
+            self.caught_up.set()
 
     def _handle(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         key = raw_key.decode(errors="replace") if raw_key else ""

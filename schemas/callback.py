@@ -51,8 +51,16 @@ class SessionState(StrEnum):
     AUTH_FAILED = "auth_failed"
 
 
+#: Outcomes: a session that reaches one of these never changes state again. ``failed_a`` is final
+#: too: a leg-A attempt that fails while retries remain goes back to ``scheduled`` instead.
 TERMINAL_STATES = frozenset(
-    {SessionState.REJECTED, SessionState.COMPLETED, SessionState.FAILED_B, SessionState.AUTH_FAILED}
+    {
+        SessionState.REJECTED,
+        SessionState.COMPLETED,
+        SessionState.FAILED_A,
+        SessionState.FAILED_B,
+        SessionState.AUTH_FAILED,
+    }
 )
 
 
@@ -95,6 +103,12 @@ class SessionTransition(Envelope):
 
     type: Literal["callback.transition"] = "callback.transition"
     callback_id: CallbackId
+    sequence: int = Field(
+        default=0,
+        ge=0,
+        description="1, 2, 3 ... per session; a consumer keeps the highest it has seen per callback_id "
+        "and drops a record whose sequence is not higher (a processors restart may publish one again)",
+    )
     from_state: SessionState | None
     to_state: SessionState
     attempt: int = Field(default=0, ge=0)
@@ -160,6 +174,15 @@ class FinishedLeg(Envelope):
 def leg_id_for(callback_id: str, leg: LegType, attempt: int) -> str:
     """The deterministic id of a leg: one callback, one leg type, one attempt."""
     return f"{callback_id}:{leg.value}:{attempt}"
+
+
+def command_id_for(callback_id: str, leg: LegType, attempt: int, kind: str) -> str:
+    """The deterministic id of a PBX command: the same decision always yields the same id, so a
+    command published again after a processors restart is recognised (and skipped) by the originator.
+
+    ``kind`` names the command within the leg and attempt, with a counter where one leg gets several
+    of the same kind (``originate``, ``hangup``, ``redirect.pin_prompt.2``, ``dial_b``)."""
+    return f"{callback_id}:{leg.value}:{attempt}:{kind}"
 
 
 def ms_between(start: UtcDatetime, end: UtcDatetime) -> int:

@@ -69,6 +69,21 @@ class CallbackSettings(Record):
     initiation_ring_s: Annotated[int, Field(ge=0, le=60)] | None = Field(
         default=None, description="seconds the initiation call rings before it is dropped"
     )
+    # --- fraud guards (the seed: caller ID is easy to fake, and unauthenticated leg A costs the
+    # owner money). Unset at every scope = the safe defaults of processors.guard.GuardLimits.
+    max_initiations_per_ani_per_minute: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        default=None, description="initiations accepted from one caller ID per minute; 0 = no limit"
+    )
+    max_initiations_per_did_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
+        default=None, description="initiations accepted on one access number per minute; 0 = no limit"
+    )
+    one_live_session_per_ani: bool | None = Field(
+        default=None, description="refuse an initiation while a callback to the same number is under way"
+    )
+    blocked_origin_prefixes: list[Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]] | None = Field(
+        default=None,
+        description="origins (caller ID prefixes) never called back, whatever the Callback Tariff says",
+    )
 
     @model_validator(mode="after")
     def _system_is_complete(self) -> CallbackSettings:

@@ -95,6 +95,46 @@ ACCOUNTS_BALANCES = TopicSpec(
     description="Latest balance of every payer (compacted)",
 )
 
+# --- the processors' own topics (docs/processors.md) ---------------------------------------------
+#: Faust application id of ``callback processors``: its consumer group, and the prefix of the
+#: changelog topics below (named as Faust names them, so the catalogue creates exactly those).
+PROCESSORS_APP_ID = "callback-processors"
+
+CALLBACK_CONTROL = TopicSpec(
+    "callback.control",
+    "callback_id",
+    "schemas.control.ControlRecordValue",
+    6,
+    retention_ms=1 * DAY_MS,
+    description="Timer ticks and fraud-guard verdicts for the session agent (internal)",
+)
+CALLBACK_ADMISSION = TopicSpec(
+    "callback.admission",
+    "the number called back",
+    "schemas.control.AdmissionRecordValue",
+    1,
+    retention_ms=1 * DAY_MS,
+    description="Admission requests and releases for the fraud guard; one partition: exact counts",
+)
+SESSIONS_CHANGELOG = TopicSpec(
+    f"{PROCESSORS_APP_ID}-sessions-changelog",
+    "callback_id",
+    "processors.state.Session",
+    6,
+    "compact",
+    None,
+    description="State of every callback session (the processors' table; internal)",
+)
+GUARD_CHANGELOG = TopicSpec(
+    f"{PROCESSORS_APP_ID}-guard-changelog",
+    "'ani:<number>' or 'did:<number>'",
+    "processors.guard.GuardEntry",
+    1,
+    "compact",
+    None,
+    description="Fraud-guard counters per number and per access number (internal)",
+)
+
 # --- reference data (compacted, keyed by natural id) ---------------------------------------------
 CONFIG_SETTINGS = TopicSpec(
     "config.callback_settings",
@@ -138,6 +178,10 @@ STREAM_TOPICS: tuple[TopicSpec, ...] = (
     CALLBACK_LEGS,
     CDR_RATED,
     ACCOUNTS_BALANCES,
+    CALLBACK_CONTROL,
+    CALLBACK_ADMISSION,
+    SESSIONS_CHANGELOG,
+    GUARD_CHANGELOG,
 )
 CONFIG_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG_SETTINGS,
@@ -150,7 +194,16 @@ CONFIG_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG_SERVERS,
 )
 DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
-    _dead_letter(t) for t in (PBX_EVENTS, PBX_COMMANDS, CALLBACK_REQUESTS, CALLBACK_LEGS, CDR_RATED)
+    _dead_letter(t)
+    for t in (
+        PBX_EVENTS,
+        PBX_COMMANDS,
+        CALLBACK_REQUESTS,
+        CALLBACK_LEGS,
+        CDR_RATED,
+        CALLBACK_CONTROL,
+        CALLBACK_ADMISSION,
+    )
 )
 
 CATALOGUE: tuple[TopicSpec, ...] = STREAM_TOPICS + CONFIG_TOPICS + DEAD_LETTER_TOPICS
