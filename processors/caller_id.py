@@ -1,6 +1,4 @@
-"""Which caller ID a callback leg presents, and which PBX (Callback Server) places the call.
-
-Pure decisions from the seed's settings (ADDONS -> Callback), unit-tested without a broker.
+"""Which caller ID a callback leg presents. Pure: the seed's settings (ADDONS -> Callback) decide.
 
 Caller ID precedence (first that yields a number wins):
 
@@ -15,16 +13,15 @@ Caller ID precedence (first that yields a number wins):
 Who applies it: the processors know the session (origin, ANI, recognised device) and put the chosen
 number into ``Originate.caller_id_num`` / ``DialLegB.caller_id_num``. The originator has no session
 context, so for a command without one it applies only the context-free tail (:func:`fallback_caller_id`:
-Callback CID, then default CID) and logs that it did.
+Callback CID, then default CID) and logs that it did; this module is the one home of both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.callback import InitiationOrigin
-from schemas.reference import CallbackServer, CallbackSettings, CallerIdPolicy
+from schemas.reference import CallbackSettings, CallerIdPolicy
 
 
 @dataclass(frozen=True)
@@ -65,29 +62,3 @@ def fallback_caller_id(settings: CallbackSettings) -> CidDecision:
     if settings.default_cid:
         return CidDecision(settings.default_cid, CallerIdPolicy.DEFAULT, "default CID")
     return CidDecision(None, CallerIdPolicy.DEFAULT, "no CID configured: the PBX's default")
-
-
-class UnknownServer(LookupError):
-    """The settings name a Callback Server that is not configured."""
-
-
-def effective_settings(system: CallbackSettings, *overrides: CallbackSettings | None) -> CallbackSettings:
-    """System settings with each scope's overrides applied in order (dial plan, then DID)."""
-    settings = system
-    for override in overrides:
-        settings = settings.overlay(override)
-    return settings
-
-
-def callback_server(settings: CallbackSettings, servers: Mapping[str, CallbackServer]) -> CallbackServer:
-    """The PBX that gets the callback: the **Callback Server** setting, among the configured servers."""
-    server_id = settings.callback_server_id
-    if server_id is None:
-        raise UnknownServer("no Callback Server set in the callback settings")
-    try:
-        return servers[server_id]
-    except KeyError:
-        raise UnknownServer(
-            f"Callback Server {server_id!r} is not among the configured servers "
-            f"({', '.join(sorted(servers)) or 'none'})"
-        ) from None

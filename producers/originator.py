@@ -24,8 +24,9 @@ outages, publishes them; this process publishes only what the PBX's event stream
 still reaches ``pbx.events``.
 
 Which PBX: the command's ``server_id``, which the processors take from the Callback Server setting
-(``cid_policy.callback_server``). Caller ID: the command's; when it has none, the context-free part of
-the CID policy (Callback CID, then default CID) from the system callback settings.
+(``processors.callback_settings.callback_server``). Caller ID: the command's; when it has none, the
+context-free part of the CID policy (Callback CID, then default CID) from the system callback
+settings (``processors.caller_id.fallback_caller_id``).
 
 Panoramisk re-sends actions that were queued while disconnected; every action here is marked
 "forgettable" so it never does (a re-send after an ambiguous loss could ring twice).
@@ -46,9 +47,9 @@ from panoramisk import Manager
 from pydantic import BaseModel, ValidationError
 
 from callback.kafka_io import consumer_config, dead_letter, producer_config
+from processors.caller_id import fallback_caller_id
 from producers.action_ids import is_header_safe
 from producers.ami_actions import actions_for
-from producers.cid_policy import fallback_caller_id
 from producers.journal import Journal
 from producers.metrics import (
     COMMANDS_DEAD_LETTERED,

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producers.cid_policy import (
-    UnknownServer,
-    callback_server,
-    choose_caller_id,
-    effective_settings,
-    fallback_caller_id,
-)
+from processors.callback_settings import UnknownServer, callback_server, effective_settings
+from processors.caller_id import choose_caller_id, fallback_caller_id
 from schemas.callback import InitiationOrigin
 from schemas.reference import CallbackServer, CallbackSettings, CallerIdPolicy
 from tests.factories import system_settings

@@ -1,0 +1,402 @@
+"""``callback processors``: the Faust application that runs callback sessions.
+
+Thin on purpose: the agents decode a record, call the pure layer and send what it returns.
+
+* **sessions agent** (``callback.requests`` + ``pbx.events`` + ``callback.control``, co-partitioned
+  by callback id): ``processors.apply.apply_input`` on the ``sessions`` table, then the outputs;
+* **guard agent** (``callback.admission``, one partition): ``processors.guard.admit`` / ``release``
+  on the ``guard`` table, verdicts back to ``callback.control``;
+* **timer loop** (every ``tick_interval_s``) and **sweep** (every ``sweep_interval_s``): due timers
+  of this worker's sessions become ticks on ``callback.control`` (``processors.timers``);
+* **reference feed**: the shared fold of the ``config.*`` topics and ``accounts.balances``, read to
+  the end before the first input is processed, then followed (changes apply without a restart).
+
+Guarantees (docs/processors.md): Faust runs ``at_least_once``; the table write that applies an
+input also stores its outputs, which are sent after it, so a crash at any point either replays the
+input or re-sends its outputs with the same ids, and the consumers drop what they already have.
+A record that does not decode, or that makes a step fail, goes to ``dlq.<topic>`` with the reason;
+the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+from faust.types import TP
+
+from callback.kafka_io import producer_config
+from callback.reference_feed import CONFIG_TOPIC_NAMES, ReferenceFeed
+from callback.settings import KafkaSettings, Settings
+from processors import metrics
+from processors.apply import InputRecord, apply_input
+from processors.codecs import KEY_CODEC, InvalidRecord, codec_name, decode, register_codecs
+from processors.guard import GuardEntry, admit, did_key, number_key, release
+from processors.session import REFERENCE_MISSES, World
+from processors.state import Session
+from processors.timers import Due, TimerWheel
+from schemas.callback import CallbackInitiation
+from schemas.control import AdmissionRequest, AdmissionVerdict, SessionReleased
+from schemas.envelope import DeadLetter
+from schemas.topics import (
+    ACCOUNTS_BALANCES,
+    CALLBACK_ADMISSION,
+    CALLBACK_CONTROL,
+    CALLBACK_REQUESTS,
+    GUARD_CHANGELOG,
+    PBX_EVENTS,
+    PROCESSORS_APP_ID,
+    SESSIONS_CHANGELOG,
+    dead_letter_topic,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_INPUTS = (CALLBACK_REQUESTS.name, PBX_EVENTS.name, CALLBACK_CONTROL.name)
+#: a reference miss makes the agent read the config topics to their end at most this often
+CATCH_UP_EVERY_S = 1.0
+
+
+def broker_urls(kafka: KafkaSettings) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",") if server.strip()]
+
+
+def broker_credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
+    """Faust's credentials from the librdkafka-style settings every other client uses
+    (``security_protocol`` and ``extra``: ``sasl.mechanism``, ``sasl.username``, ``sasl.password``,
+    ``ssl.ca.location``, ``ssl.certificate.location``, ``ssl.key.location``, ``ssl.key.password``)."""
+    protocol = kafka.security_protocol.upper()
+    extra = kafka.extra
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=extra.get("ssl.ca.location"))
+        if extra.get("ssl.certificate.location"):
+            context.load_cert_chain(
+                extra["ssl.certificate.location"],
+                extra.get("ssl.key.location"),
+                extra.get("ssl.key.password"),
+            )
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=extra.get("sasl.username"),
+            password=extra.get("sasl.password"),
+            mechanism=extra.get("sasl.mechanism", "PLAIN"),
+            ssl_context=context,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    raise ValueError(f"kafka.security_protocol {kafka.security_protocol!r} is not one Faust supports")
+
+
+class Processors:
+    """The Faust app with its topics, tables, agents, timers and reference data."""
+
+    def __init__(self, settings: Settings) -> None:
+        register_codecs()
+        self.settings = settings
+        conf = settings.processors
+        self.source = f"processors/{conf.instance}"
+        self.app = faust.App(
+            PROCESSORS_APP_ID,
+            broker=broker_urls(settings.kafka),
+            broker_credentials=broker_credentials(settings.kafka),
+            processing_guarantee="at_least_once",
+            # topics come from the catalogue (`callback topics apply`), never from Faust's guesses
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            store="memory://",
+            datadir=str(conf.data_dir / conf.instance),
+            web_port=conf.web_port,
+            web_bind="127.0.0.1",
+            web_host="127.0.0.1",
+            broker_session_timeout=conf.session_timeout_s,
+            broker_heartbeat_interval=conf.heartbeat_interval_s,
+            broker_commit_interval=conf.commit_interval_s,
+            consumer_group_instance_id=f"{PROCESSORS_APP_ID}-{conf.instance}",
+            table_standby_replicas=conf.standby_replicas,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            stream_recovery_delay=0.5,
+            autodiscover=False,
+        )
+        app = self.app
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.inputs = app.topic(*SESSION_INPUTS, **raw)
+        self.admission_in = app.topic(CALLBACK_ADMISSION.name, **raw)
+        self._out: dict[str, Any] = {}
+        self.sessions = self._table("sessions", SESSIONS_CHANGELOG.name, SESSIONS_CHANGELOG.partitions)
+        self.sessions.on_recover(self._rebuild_timers)
+        self.guard = self._table("guard", GUARD_CHANGELOG.name, GUARD_CHANGELOG.partitions)
+        self.feed = ReferenceFeed((*CONFIG_TOPIC_NAMES, ACCOUNTS_BALANCES.name), purpose="processors")
+        self.world = World(self.feed.data, conf.timeouts, self.source)
+        self.reference_ready = asyncio.Event()
+        self._feed_lock = asyncio.Lock()
+        self._last_catch_up = 0.0
+        self.wheel = TimerWheel(resend_after_s=max(2.0, conf.sweep_interval_s * 2))
+        self.ticks = Producer(producer_config(**{"client.id": f"{self.source}-ticks", "linger.ms": 1}))
+
+        app.agent(self.inputs, name="sessions")(self._sessions_agent)
+        app.agent(self.admission_in, name="guard")(self._guard_agent)
+        app.task(self._follow_reference)
+        app.timer(conf.tick_interval_s)(self._fire_due_timers)
+        app.timer(conf.sweep_interval_s)(self._sweep)
+
+    def _table(self, name: str, changelog: str, partitions: int) -> Any:
+        """A table whose changelog is the catalogued topic, its values our pydantic contract."""
+        serializers = {"key_serializer": KEY_CODEC, "value_serializer": codec_name(changelog)}
+        table = self.app.Table(
+            name,
+            partitions=partitions,
+            changelog_topic=self.app.topic(
+                changelog, partitions=partitions, compacting=True, deleting=False, **serializers
+            ),
+        )
+        # Faust derives a table's serializers from faust.Record types; ours are pydantic models
+        table.key_serializer, table.value_serializer = KEY_CODEC, codec_name(changelog)
+        return table
+
+    # --- outputs ---------------------------------------------------------------------------------------
+    def _topic(self, name: str) -> Any:
+        topic = self._out.get(name)
+        if topic is None:
+            topic = self._out[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
+        return topic
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        await self._topic(topic).send(key=key.encode(), value=value)
+
+    async def _dead_letter(self, event: Any, reason: str, kind: str, **details: Any) -> None:
+        msg = event.message
+        metrics.DEAD_LETTERS.labels(msg.topic, kind).inc()
+        letter = DeadLetter(
+            source=self.source,
+            source_topic=msg.topic,
+            source_partition=msg.partition,
+            source_offset=msg.offset,
+            key_b64=base64.b64encode(msg.key).decode() if msg.key is not None else None,
+            value_b64=base64.b64encode(msg.value).decode() if msg.value is not None else None,
+            reason=reason,
+            error_kind=kind,
+            details=details,
+        )
+        log.warning("dead-lettered %s[%d]@%d: %s (%s)", msg.topic, msg.partition, msg.offset, reason, kind)
+        await self._send(dead_letter_topic(msg.topic), msg.key.decode(errors="replace") if msg.key else "",
+                         letter.to_bytes())
+
+    # --- reference data --------------------------------------------------------------------------------
+    async def _follow_reference(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(None, self.feed.load)
+                break
+            except Exception as exc:  # Kafka not reachable yet: keep trying, never exit
+                log.error("reading the reference data failed (%s); retrying in 5 s", exc)
+                await asyncio.sleep(5)
+        log.info("reference data loaded: %s", self.feed.data.summary())
+        self.reference_ready.set()
+        while True:
+            await asyncio.sleep(0.25)
+            async with self._feed_lock:
+                try:
+                    self.feed.poll()
+                except Exception as exc:
+                    log.warning("following the reference data: %s", exc)
+
+    async def _catch_up(self) -> bool:
+        """Read the reference topics to their end now (after a miss); at most once a second."""
+        if time.monotonic() - self._last_catch_up < CATCH_UP_EVERY_S:
+            return False
+        self._last_catch_up = time.monotonic()
+        async with self._feed_lock:
+            try:
+                n = await asyncio.get_running_loop().run_in_executor(None, self.feed.catch_up, 5.0)
+            except Exception as exc:
+                log.warning("catching up on the reference data: %s", exc)
+                return False
+        return n > 0
+
+    # --- the sessions agent -----------------------------------------------------------------------------
+    async def _sessions_agent(self, stream: Any) -> None:
+        await self.reference_ready.wait()
+        async for event in stream.events():
+            try:
+                await self._on_session_input(event)
+            except Exception as exc:  # a bug must cost one record, never the stream
+                log.exception("input %s[%d]@%d failed", event.message.topic, event.message.partition,
+                              event.message.offset)
+                await self._dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}",
+                                        "handler_error")
+
+    async def _on_session_input(self, event: Any) -> None:
+        msg = event.message
+        try:
+            record = decode(msg.topic, msg.value)
+        except InvalidRecord as exc:
+            await self._dead_letter(event, exc.reason, exc.kind)
+            return
+        callback_id = getattr(record, "callback_id", None)
+        if callback_id is None:
+            return  # a PBX event of a call that is not a callback
+        metrics.INPUTS.labels(record.type).inc()
+        now = datetime.fromtimestamp(msg.timestamp, UTC)
+        item = InputRecord(msg.topic, msg.partition, msg.offset, record.event_id, record)
+        session: Session | None = self.sessions.get(callback_id)
+        applied = apply_input(session, item, self.world, now, self._committed)
+        if (
+            session is None
+            and isinstance(record, CallbackInitiation)
+            and applied.step is not None
+            and applied.step.reason in REFERENCE_MISSES
+            and await self._catch_up()
+        ):
+            log.info("initiation %s: %s; retrying with the reference data read to its end",
+                     callback_id, applied.step.reason)
+            applied = apply_input(session, item, self.world, now, self._committed)
+        if applied.duplicate:
+            metrics.DUPLICATES.inc()
+            log.info("input %s of %s seen before: re-sending its %d output(s)", record.event_id,
+                     callback_id, len(applied.send))
+        if applied.delete:
+            del self.sessions[callback_id]
+            self.wheel.clear(callback_id)
+        elif applied.store is not None:
+            store = applied.store
+            self.sessions[callback_id] = store
+            if store.due_at is not None and store.due_kind is not None:
+                self.wheel.schedule(
+                    Due(store.due_at.timestamp(), callback_id, store.timer_seq, store.due_kind, msg.partition)
+                )
+            else:
+                self.wheel.clear(callback_id)
+            if record.type == "callback.tick":
+                metrics.TIMER_LATENESS.observe(max(0.0, time.time() - record.due_at.timestamp()))
+        for entry in applied.send:
+            await self._send(entry.topic, entry.key, entry.value.encode())
+        if applied.step is not None:
+            for t in applied.step.transitions:
+                metrics.TRANSITIONS.labels(t.to_state.value).inc()
+            for c in applied.step.commands:
+                metrics.COMMANDS.labels(c.type).inc()
+            for leg in applied.step.legs:
+                metrics.LEGS.labels(leg.leg.value).inc()
+
+    def _committed(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether Faust has committed past ``offset`` (it flushes its producer before it commits,
+        so the outputs of that input are on Kafka)."""
+        committed = self.app.consumer._committed_offset.get(TP(topic, partition))
+        return committed is not None and committed > offset
+
+    # --- the guard agent ----------------------------------------------------------------------------------
+    async def _guard_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                await self._on_admission(event)
+            except Exception as exc:
+                log.exception("admission input failed")
+                await self._dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}",
+                                        "handler_error")
+
+    async def _on_admission(self, event: Any) -> None:
+        msg = event.message
+        try:
+            record = decode(msg.topic, msg.value)
+        except InvalidRecord as exc:
+            await self._dead_letter(event, exc.reason, exc.kind)
+            return
+        if isinstance(record, SessionReleased):
+            key = number_key(record.number)
+            entry = self.guard.get(key)
+            if entry is not None:
+                self._put_guard(key, release(entry, record.callback_id))
+            return
+        assert isinstance(record, AdmissionRequest)
+        n_key = number_key(record.number)
+        d_key = did_key(record.did) if record.did else None
+        did_entry = (self.guard.get(d_key) or GuardEntry()) if d_key else None
+        result = admit(record, self.guard.get(n_key) or GuardEntry(), did_entry)
+        self._put_guard(n_key, result.number_entry)
+        if d_key is not None and result.did_entry is not None:
+            self._put_guard(d_key, result.did_entry)
+        metrics.ADMISSIONS.labels("admitted" if result.admitted else result.reason).inc()
+        verdict = AdmissionVerdict(
+            event_id=f"verdict:{record.callback_id}",
+            source=self.source,
+            callback_id=record.callback_id,
+            admitted=result.admitted,
+            reason=result.reason,
+        )
+        if not result.admitted:
+            log.warning("fraud guard refused callback %s to %s: %s", record.callback_id, record.number,
+                        result.reason)
+        await self._send(CALLBACK_CONTROL.name, record.callback_id, verdict.to_bytes())
+
+    def _put_guard(self, key: str, entry: GuardEntry) -> None:
+        if entry.empty:
+            if key in self.guard:
+                del self.guard[key]
+        elif self.guard.get(key) != entry:
+            self.guard[key] = entry
+
+    # --- timers -------------------------------------------------------------------------------------------
+    async def _rebuild_timers(self) -> None:
+        """After a rebalance (the table is recovered): the timers of the partitions we now own."""
+        mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in SESSION_INPUTS}
+        timers = [
+            Due(s.due_at.timestamp(), s.callback_id, s.timer_seq, s.due_kind, s.partition)
+            for s in list(self.sessions.values())
+            if s.partition in mine and s.due_at is not None and s.due_kind is not None
+        ]
+        self.wheel.rebuild(timers)
+        overdue = sum(1 for d in timers if d.at <= time.time())
+        log.info("processors ready: partitions %s, %d sessions in table, %d timers (%d overdue)",
+                 sorted(mine), len(self.sessions), len(timers), overdue)
+        metrics.SESSIONS.set(len(self.sessions))
+
+    async def _fire_due_timers(self) -> None:
+        self._produce_ticks(self.wheel.take_due(time.time()))
+
+    async def _sweep(self) -> None:
+        self._produce_ticks(self.wheel.overdue(time.time()))
+        metrics.PENDING_TIMERS.set(len(self.wheel))
+
+    def _produce_ticks(self, dues: list[Due]) -> None:
+        now = time.time()
+        for due in dues:
+            tick = due.tick(self.source, now)
+            while True:
+                try:
+                    self.ticks.produce(
+                        CALLBACK_CONTROL.name, key=due.callback_id.encode(), value=tick.to_bytes()
+                    )
+                    break
+                except BufferError:
+                    self.ticks.poll(0.01)
+        self.ticks.poll(0)
+
+
+def run_processors(settings: Settings) -> int:
+    """Run one worker until SIGTERM / SIGINT (Faust handles the signals and a clean shutdown)."""
+    conf = settings.processors
+    if conf.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(conf.metrics_port, addr="127.0.0.1")
+    (conf.data_dir / conf.instance).mkdir(parents=True, exist_ok=True)
+    processors = Processors(settings)
+    worker = faust.Worker(processors.app, loglevel=settings.log_level.lower(), quiet=True,
+                          redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        processors.ticks.flush(10)
+    return 0
