@@ -118,6 +118,10 @@ class Processors:
             web_port=conf.web_port,
             web_bind="127.0.0.1",
             web_host="127.0.0.1",
+            # Faust identifies a member by this URL in its assignments, and a static member that
+            # restarts gets its last assignment back from the broker: an URL that changed with the
+            # web port would fail Faust's own check and stop the worker. Stable per instance.
+            canonical_url=f"http://{conf.instance}.{PROCESSORS_APP_ID}.invalid",
             broker_session_timeout=conf.session_timeout_s,
             broker_heartbeat_interval=conf.heartbeat_interval_s,
             broker_commit_interval=conf.commit_interval_s,

@@ -8,6 +8,7 @@ Kept in the package (like ``panoramisk.testing``) so integration and end-to-end 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import signal
 import socket
@@ -184,9 +185,23 @@ class KafkaTail:
         for topic in self.topics:
             meta = self._consumer.list_topics(topic, timeout=20).topics[topic]
             for p in meta.partitions:
-                _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=20)
-                assignment.append(TopicPartition(topic, p, high))
+                high = wait_until(
+                    lambda tp=TopicPartition(topic, p): self._high(tp), 30, f"the end of {topic}[{p}]"
+                )
+                assignment.append(TopicPartition(topic, p, high - 1))
         self._consumer.assign(assignment)
+
+    def _high(self, tp: Any) -> int | None:
+        """High watermark + 1 (so 0 is falsy-safe), or None while the partition has no leader yet
+        (a topic just created on a stack that just started)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            return self._consumer.get_watermark_offsets(tp, timeout=20)[1] + 1
+        except KafkaException as exc:
+            if exc.args[0].retriable() or "leader" in str(exc).lower():
+                return None
+            raise
 
     def poll(self, seconds: float = 0.2) -> None:
         deadline = time.monotonic() + seconds
@@ -216,6 +231,18 @@ class KafkaTail:
         self._consumer.close()
 
 
+#: every CliProcess started by this interpreter: killed at exit if a test could not stop it, so a
+#: stray originator or worker never outlives its test run (and never acts on the next run's records)
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_RUNNING):
+        if proc.poll() is None:
+            proc.kill()
+
+
 class CliProcess:
     """A ``callback ...`` subprocess with its output in a log file; ``kill()`` is SIGKILL."""
 
@@ -232,6 +259,7 @@ class CliProcess:
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
+        _RUNNING.add(self.proc)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

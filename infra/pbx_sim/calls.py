@@ -13,6 +13,7 @@ What channels *do* once answered lives in ``dialplan.py``; Originate in ``origin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from infra.pbx_sim.causes import (
@@ -52,6 +53,8 @@ class CallCore:
         self.scheduler = scheduler
         self._publish = publish
         self.events = EventBuilder(self.config.channelvars)
+        #: calls placed to each number so far (a subscriber's ``outcomes`` play in this order)
+        self.calls_to: Counter[str] = Counter()
         self.ids = Ids(self.config.system_name, scheduler.now)
         self.channels: dict[str, Channel] = {}
 
@@ -243,6 +246,9 @@ class CallCore:
         on_fail: Callable[[str, int], None],
     ) -> None:
         """Play the subscriber's scenario outcome on an outbound channel that was just called."""
+        call = self.calls_to[ch.party]
+        self.calls_to[ch.party] = call + 1
+        outcome = sub.outcome_for(call)
 
         def ringing() -> None:
             self.set_state(ch, ChannelState.RINGING)
@@ -252,15 +258,15 @@ class CallCore:
             self.set_state(ch, ChannelState.UP)
             on_answer()
 
-        if sub.outcome in ("answer", "no_answer"):
+        if outcome in ("answer", "no_answer"):
             self.later([ch], RING_DELAY, ringing)
-            if sub.outcome == "answer" and sub.answer_after < timeout:
+            if outcome == "answer" and sub.answer_after < timeout:
                 self.later([ch], max(sub.answer_after, RING_DELAY), answer)
             else:
                 cause = sub.hangup_cause or NO_ANSWER
                 self.later([ch], timeout, lambda: on_fail(DialStatus.NOANSWER, cause))
             return
-        status, default_cause = FAILURES[sub.outcome]
+        status, default_cause = FAILURES[outcome]
         cause = sub.hangup_cause or default_cause
         self.later([ch], min(sub.fail_after, timeout), lambda: on_fail(status, cause))
 

@@ -66,6 +66,9 @@ class Subscriber(_Model):
     """How one phone number behaves. Times are virtual seconds (scaled by the speed)."""
 
     outcome: Outcome = "answer"
+    outcomes: tuple[Outcome, ...] = Field(
+        (), description="outcomes of successive calls to this number (the last repeats); overrides outcome"
+    )
     answer_after: float = Field(1.0, ge=0, description="ringing time before the subscriber answers")
     fail_after: float = Field(0.5, ge=0, description="time until busy/congestion/unreachable is signalled")
     hangup_cause: int | None = Field(
@@ -96,6 +99,12 @@ class Subscriber(_Model):
         if not isinstance(value, Mapping):
             raise ValueError("must be a mapping of prompt name to digits")
         return {str(k): _digit_list(v) for k, v in value.items()}
+
+    def outcome_for(self, call: int) -> Outcome:
+        """What the ``call``-th (0-based) call to this number does: busy twice, then answer..."""
+        if not self.outcomes:
+            return self.outcome
+        return self.outcomes[min(call, len(self.outcomes) - 1)]
 
     def digits_for(self, prompt: str, occurrence: int) -> str | None:
         """Digits keyed the ``occurrence``-th time (0-based) this prompt plays; the last entry repeats."""

@@ -522,3 +522,14 @@ def test_originate_to_an_application_runs_it_after_answer() -> None:
     resp = response_of(h)
     assert (resp.get("Application"), resp.get("Data"), resp.get("Context")) == ("Playback", "hello", None)
     assert h.of("Newexten")[-1].get("Application") == "Playback"
+
+
+def test_outcomes_play_in_order_for_successive_calls_to_one_number() -> None:
+    """A subscriber busy twice, then answering: each Originate to the number gets the next outcome
+    (what a test of leg-A retries needs), and the last one repeats."""
+    h = Harness({"subscribers": {"999": {"outcomes": ["busy", "busy", "answer"], "answer_after": 1}}})
+    for attempt in range(4):
+        h.originate("PJSIP/999@carrier", action_id=f"act-{attempt}", channel_id=f"cb-1-a-{attempt}")
+        h.scheduler.run_until(T0 + 10 * (attempt + 1))
+    reasons = [e.get("Reason") for e in h.of("OriginateResponse")]
+    assert reasons == ["5", "5", "4", "4"]
