@@ -79,18 +79,21 @@ class InitiationDecision:
     def leg_a_payer(self) -> Payer | None:
         """Who pays leg A as things stand at the initiation: the caller if recognised, else the
         Callback User (a PIN or card caller pays leg A once recognised by the IVR)."""
-        return self.identity.payer if self.identity is not None else self.callback_user
+        if self.identity is not None and not self.needs_authentication:
+            return self.identity.payer
+        return self.callback_user
 
     @property
     def needs_authentication(self) -> bool:
-        return self.identity is None
+        """The IVR asks who is calling: nobody recognised, or ANI then PIN (still asks the PIN)."""
+        return self.identity is None or self.auth_method is AuthMethod.ANI_THEN_PIN
 
     def initiation_payer(self, origin: InitiationOrigin) -> Payer | None:
         """Who pays the initiation call: a caller recognised by ANI or pinless card, else the
         Callback User. A web request has no initiation call."""
         if origin is InitiationOrigin.WEB:
             return None
-        return self.leg_a_payer
+        return self.identity.payer if self.identity is not None else self.callback_user
 
 
 def _refuse(reason: str, detail: str, cause: int | None, **known: object) -> InitiationDecision:
@@ -106,13 +109,17 @@ def decide_initiation(initiation: CallbackInitiation, ref: ReferenceData) -> Ini
 
 def _decide_did(initiation: CallbackInitiation, ref: ReferenceData) -> InitiationDecision:
     did, plan = ref.did_and_dialplan(initiation.did or "")
-    if did is None:
-        return _refuse("unknown_did", f"{initiation.did} is not a configured DID", NO_DIALPLAN_CAUSE)
-    if plan is None:
+    if did is None or plan is None:
+        # the system settings still name the Callback User, who pays (nothing) for the dropped call
+        system = {"settings": settings_for(ref)}
+        if did is None:
+            return _refuse("unknown_did", f"{initiation.did} is not a configured DID", NO_DIALPLAN_CAUSE,
+                           **system)
         return _refuse(
             "no_dialplan",
             f"DID {did.number} names dial plan {did.dialplan_id!r}, which is not configured",
             NO_DIALPLAN_CAUSE,
+            **system,
         )
     cause, method = plan.hangup_cause, plan.auth_method
     known: dict[str, object] = {"auth_method": method, "dialplan_id": plan.dialplan_id}

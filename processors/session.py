@@ -35,7 +35,8 @@ Inputs and what they do:
 Watchdogs: every state that waits for the PBX has a timer, so a lost event (an AMI connection
 down while Asterisk sent it) never leaves a session, or a leg, waiting for ever: the session acts as
 if the event had said "nothing happened", hangs up what may still be up, and publishes the open
-legs with the time the watchdog fired as their end.
+legs with the time the watchdog fired as their end (the initiation call: the time its Hangup was
+sent, when it was).
 """
 
 from __future__ import annotations
@@ -222,6 +223,13 @@ class _Stepper:
                 self.due(TimerKind.EXPIRE, self.world.timeouts.retention_s)
                 if s.guarded and s.callback_number is not None:
                     self.release(s.callback_number)
+        # a leg carries the session's state once the step that ended it is complete: the outcome,
+        # for the legs whose end ends the session (leg B's hangup completes the callback)
+        state = self.s.state
+        self.out.legs = [
+            leg if leg.final_state is state else leg.model_copy(update={"final_state": state})
+            for leg in self.out.legs
+        ]
         self.out.session = self.s
         return self.out
 
@@ -419,9 +427,6 @@ class _Stepper:
     def initiation(self, init: CallbackInitiation) -> Step:
         world, s = self.world, self.s
         self.go(S.REQUESTED)
-        age = (self.now - init.received_at).total_seconds()
-        if age > world.timeouts.max_initiation_age_s:
-            return self.refuse("stale_initiation", f"received {age:.0f} s ago")
         decision = decide_initiation(init, world.ref)
         identity = decision.identity
         self.set(
@@ -435,6 +440,9 @@ class _Stepper:
             recognised_at_initiation=identity is not None and init.origin is InitiationOrigin.DID,
             authenticated=identity is not None and decision.auth_method is not AuthMethod.ANI_THEN_PIN,
         )
+        age = (self.now - init.received_at).total_seconds()
+        if age > world.timeouts.max_initiation_age_s:  # after the above: dropped with the plan's cause
+            return self.refuse("stale_initiation", f"received {age:.0f} s ago")
         if not decision.accepted:
             return self.refuse(decision.reason, decision.detail)
         guard = decision.guard
