@@ -38,7 +38,7 @@ from callback.settings import KafkaSettings, Settings
 from processors import metrics
 from processors.apply import InputRecord, apply_input
 from processors.codecs import KEY_CODEC, InvalidRecord, codec_name, decode, register_codecs
-from processors.guard import GuardEntry, admit, did_key, number_key, release
+from processors.guard import GuardEntry, admit, did_key, forgettable, number_key, release
 from processors.session import REFERENCE_MISSES, World
 from processors.state import Session
 from processors.timers import Due, TimerWheel
@@ -145,6 +145,7 @@ class Processors:
         self.reference_ready = asyncio.Event()
         self._feed_lock = asyncio.Lock()
         self._last_catch_up = 0.0
+        self._guard_pruned_at: datetime | None = None
         self.wheel = TimerWheel(resend_after_s=max(2.0, conf.sweep_interval_s * 2))
         self.ticks = Producer(producer_config(**{"client.id": f"{self.source}-ticks", "linger.ms": 1}))
 
@@ -253,6 +254,11 @@ class Processors:
             return  # a PBX event of a call that is not a callback
         metrics.INPUTS.labels(record.type).inc()
         now = datetime.fromtimestamp(msg.timestamp, UTC)
+        if isinstance(record, CallbackInitiation):
+            # an initiation is judged by the clock, not by its record's time: one that waited in
+            # Kafka while no worker ran (or a group reset re-read) is refused as stale, never
+            # called back long after the caller gave up
+            now = max(now, datetime.now(UTC))
         item = InputRecord(msg.topic, msg.partition, msg.offset, record.event_id, record)
         session: Session | None = self.sessions.get(callback_id)
         applied = apply_input(session, item, self.world, now, self._committed)
@@ -324,6 +330,7 @@ class Processors:
                 self._put_guard(key, release(entry, record.callback_id))
             return
         assert isinstance(record, AdmissionRequest)
+        self._prune_guard(record.received_at)
         n_key = number_key(record.number)
         d_key = did_key(record.did) if record.did else None
         did_entry = (self.guard.get(d_key) or GuardEntry()) if d_key else None
@@ -343,6 +350,18 @@ class Processors:
             log.warning("fraud guard refused callback %s to %s: %s", record.callback_id, record.number,
                         result.reason)
         await self._send(CALLBACK_CONTROL.name, record.callback_id, verdict.to_bytes())
+
+    def _prune_guard(self, now: datetime) -> None:
+        """Forget numbers and DIDs with nothing left to count (once a minute of traffic): the
+        table holds the last minute's callers and the live sessions, not everyone ever seen."""
+        if self._guard_pruned_at is not None and (now - self._guard_pruned_at).total_seconds() < 60:
+            return
+        self._guard_pruned_at = now
+        stale = forgettable(list(self.guard.items()), now)
+        for key in stale:
+            del self.guard[key]
+        if stale:
+            log.info("fraud guard: forgot %d number(s) with nothing left to count", len(stale))
 
     def _put_guard(self, key: str, entry: GuardEntry) -> None:
         if entry.empty:
@@ -367,11 +386,17 @@ class Processors:
         metrics.SESSIONS.set(len(self.sessions))
 
     async def _fire_due_timers(self) -> None:
-        self._produce_ticks(self.wheel.take_due(time.time()))
+        try:
+            self._produce_ticks(self.wheel.take_due(time.time()))
+        except Exception:  # a timer that raises would stop Faust's timer for good: log, go on
+            log.exception("firing due timers failed; the sweep sends them again")
 
     async def _sweep(self) -> None:
-        self._produce_ticks(self.wheel.overdue(time.time()))
-        metrics.PENDING_TIMERS.set(len(self.wheel))
+        try:
+            self._produce_ticks(self.wheel.overdue(time.time()))
+            metrics.PENDING_TIMERS.set(len(self.wheel))
+        except Exception:
+            log.exception("timer sweep failed; trying again in the next one")
 
     def _produce_ticks(self, dues: list[Due]) -> None:
         now = time.time()
@@ -388,13 +413,9 @@ class Processors:
         self.ticks.poll(0)
 
 
-def run_processors(settings: Settings) -> int:
-    """Run one worker until SIGTERM / SIGINT (Faust handles the signals and a clean shutdown)."""
+def run_worker(settings: Settings) -> None:
+    """Run one Faust worker until it stops; raises SystemExit (0 after SIGTERM / SIGINT)."""
     conf = settings.processors
-    if conf.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(conf.metrics_port, addr="127.0.0.1")
     (conf.data_dir / conf.instance).mkdir(parents=True, exist_ok=True)
     processors = Processors(settings)
     worker = faust.Worker(processors.app, loglevel=settings.log_level.lower(), quiet=True,
@@ -403,4 +424,3 @@ def run_processors(settings: Settings) -> int:
         worker.execute_from_commandline()
     finally:
         processors.ticks.flush(10)
-    return 0

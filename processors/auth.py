@@ -13,7 +13,8 @@ initiation and never ask. Users and cards are unrelated (seed): a card's caller 
 card, never with a user's account.
 
 A failure says why (for logs and the session's reason), never which part was wrong to the caller.
-PINs are compared in constant time.
+A PIN checked against a known device or card (ANI then PIN, card number + PIN) is compared in
+constant time; a PIN that names its device or card (device PIN, card PIN alone) is a look-up.
 """
 
 from __future__ import annotations

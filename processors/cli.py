@@ -34,7 +34,7 @@ def processors_cmd(
 
     Several workers with distinct --instance and --web-port share the partitions."""
     from callback.settings import get_settings
-    from processors.app import run_processors
+    from processors.run import StartupError, run_processors
 
     settings = get_settings()
     overrides = {
@@ -47,7 +47,12 @@ def processors_cmd(
     if changes:
         processors = settings.processors.model_validate({**settings.processors.model_dump(), **changes})
         settings = settings.model_copy(update={"processors": processors})
-    raise typer.Exit(run_processors(settings))
+    try:
+        code = run_processors(settings)
+    except StartupError as exc:
+        typer.secho(f"callback processors: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 @explain_app.command("initiation")

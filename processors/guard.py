@@ -19,6 +19,7 @@ idempotent: asking again for a callback id it has seen returns the first verdict
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -175,6 +176,12 @@ def admit(request: AdmissionRequest, number: GuardEntry, did: GuardEntry | None)
     if did is not None:
         did = did.count_second(now)
     return Admission(admitted, reason, number, did)
+
+
+def forgettable(entries: Iterable[tuple[str, GuardEntry]], now: datetime) -> list[str]:
+    """Keys whose counters have nothing left to count at ``now`` (no request of the last minute,
+    no live session): the guard's table keeps the recent and the live, not every number ever seen."""
+    return [key for key, entry in entries if entry.pruned(now).empty]
 
 
 def release(entry: GuardEntry, callback_id: str) -> GuardEntry:

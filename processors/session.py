@@ -537,9 +537,18 @@ class _Stepper:
             self.close_b(now, 19)
             self.go(S.FAILED_B, "dial_timeout")
         elif state is S.BRIDGED:
+            # the hangups never came; the PBX cut the call at leg B's limit at the latest, so no
+            # leg is billed past what the balance was checked for
             self.hang_up_a()
+            end = now
+            b = s.b
+            if b is not None and b.answered_at is not None and b.max_duration_s is not None:
+                end = min(now, b.answered_at + timedelta(seconds=b.max_duration_s))
+            self.close_b(end, NORMAL_CLEARING)
+            self.close_a(end, NORMAL_CLEARING)
             self.go(S.COMPLETED, "watchdog")
         else:  # the outcome is known; the hangups of the legs still up never came
+            self.hang_up_a()
             self.close_initiation(s.initiation_dropped_at or now, s.hangup_cause)
             self.close_b(now, NORMAL_CLEARING)
             self.close_a(now, NORMAL_CLEARING)

@@ -83,6 +83,9 @@ The equivalent extensions.conf, for running the pipeline against a real Asterisk
 
     [callback-out]
     exten => _X.,1,Dial(PJSIP/${EXTEN}@carrier)
+    [callback-a]            ; leg A answered: wait for the processors' Redirect
+    exten => s,1,Answer()
+     same => n,Wait(120)
     [callback-pin]
     exten => s,1,Read(DIGITS,callback/pin,,,,10)
      same => n,UserEvent(CallbackInput,Prompt: pin,Digits: ${DIGITS},Status: ...,Attempt: ...)
@@ -97,8 +100,11 @@ The equivalent extensions.conf, for running the pipeline against a real Asterisk
     [callback-leg-b]
     exten => s,1,Set(LEG=B)
      same => n,Return()
-    [callback-busy-ivr]
-    exten => s,1,Playback(callback/busy)
+    [callback-busy-ivr]     ; Exten = the Busy IVR setting (the sound to play)
+    exten => _[a-zA-Z0-9].,1,Playback(callback/${EXTEN})
+     same => n,Hangup(16)
+    [callback-failed-ivr]   ; Exten = the Failed IVR setting
+    exten => _[a-zA-Z0-9].,1,Playback(callback/${EXTEN})
      same => n,Hangup(16)
 
 Timing: scenario times are virtual seconds; ``--speed`` divides every delay, and

@@ -13,6 +13,7 @@ from processors.guard import (
     GuardEntry,
     GuardLimits,
     admit,
+    forgettable,
     release,
 )
 from schemas.control import AdmissionRequest
@@ -255,3 +256,18 @@ def test_an_empty_blocklist_blocks_nothing():
 )
 def test_blocked_prefix_is_the_longest_match(prefixes, number, expected):
     assert GuardLimits(blocked_prefixes=prefixes).blocked_prefix(number) == expected
+
+
+def test_forgettable_keys_are_those_with_nothing_left_to_count():
+    guard = Guard()
+    guard.ask(request("cb-live", 0, one_live=True))  # admitted: live until released
+    guard.ask(request("cb-quiet", 0, number=OTHER, did=None))
+    guard.release(OTHER, "cb-quiet")
+    # within the minute every key still counts something
+    assert forgettable(guard.entries.items(), at(30)) == []
+    # a minute later: the released number and the DID have nothing left; the live one stays
+    assert sorted(forgettable(guard.entries.items(), at(61))) == [f"ani:{OTHER}", f"did:{DID}"]
+    # once the live session's TTL is over it goes too
+    later = at(0) + LIVE_TTL + timedelta(seconds=1)
+    everything = [f"ani:{NUMBER}", f"ani:{OTHER}", f"did:{DID}"]
+    assert sorted(forgettable(guard.entries.items(), later)) == everything

@@ -957,26 +957,42 @@ def test_watchdog_while_dialing_ends_leg_b_unanswered():
     )
 
 
-def test_watchdog_while_bridged_completes_and_then_publishes_the_open_legs():
+def test_watchdog_while_bridged_ends_both_legs_at_leg_bs_limit_and_then_the_initiation():
+    """The hangups never came: the PBX cut the call at leg B's limit at the latest, so neither leg
+    is billed past what the balance was checked for (not until the watchdog fired)."""
     call = bridged()
+    limit = call.s.b.max_duration_s
+    fired_at = call.s.due_at
     st = call.tick()
     assert moves(st) == [(S.BRIDGED, S.COMPLETED)]
     assert st.reason == "watchdog"
     assert only(st.commands, Hangup).channel == A_CHANNEL
-    assert st.legs == []
-    closing_at = call.s.due_at
-    st = call.tick()
     by_leg = {leg.leg: leg for leg in st.legs}
-    assert set(by_leg) == {LegType.A, LegType.B, LegType.INITIATION}
-    assert by_leg[LegType.A].ended_at == closing_at
-    assert by_leg[LegType.B].ended_at == closing_at
+    assert set(by_leg) == {LegType.A, LegType.B}
+    cut = at(20) + secs(limit)  # leg B was answered at 20 s
+    assert cut < fired_at
+    assert by_leg[LegType.A].ended_at == cut and by_leg[LegType.B].ended_at == cut
     assert by_leg[LegType.B].answered_at == at(20)
+    assert {leg.final_state for leg in st.legs} == {S.COMPLETED}
+    st = call.tick()  # the initiation's hangup never came either
+    initiation = only(st.legs)
     # the initiation call ended when it was dropped (its Hangup was sent at T0+0.1)
-    assert by_leg[LegType.INITIATION].ended_at == at(0.1)
+    assert (initiation.leg, initiation.ended_at) == (LegType.INITIATION, at(0.1))
     assert only(st.admissions, SessionReleased).number == ALICE_ANI
     assert call.s.due_kind is TimerKind.EXPIRE
-    for leg in st.legs:
+    for leg in call.legs:
         assert_leg_times_valid(leg)
+
+
+def test_closing_watchdog_hangs_up_a_leg_a_still_up_and_publishes_it():
+    call = answered(settings=base_settings(pin_attempts=1))
+    call.keys(IvrPrompt.PIN, "0000", at(8))  # one wrong PIN: the Failed IVR plays
+    assert call.s.state is S.AUTH_FAILED
+    st = call.tick()  # nothing came after the Failed IVR (nor the initiation's hangup)
+    assert only(st.commands, Hangup).channel == A_CHANNEL
+    legs = {leg.leg: leg for leg in st.legs}
+    assert set(legs) == {LegType.A, LegType.INITIATION}
+    assert legs[LegType.A].payer == CALLBACK_USER  # never authenticated: the owner pays
 
 
 def test_rejected_session_whose_initiation_hangup_never_comes_closes_on_its_watchdog():
