@@ -94,6 +94,7 @@ class CallbackRig:
         self.instance = instance
         self.processors_env = processors_env or {}
         self.processors: CliProcess | None = None
+        self.extra_processors: list[CliProcess] = []
         self.originator: CliProcess | None = None
         self.producer: CliProcess | None = None
         self.tail = KafkaTail(["callback.sessions", "pbx.commands", "callback.legs"])
@@ -117,15 +118,20 @@ class CallbackRig:
             raise  # would execute the next run's commands too)
 
     # --- processes ---------------------------------------------------------------------------------
-    def start_processors(self) -> CliProcess:
+    def start_processors(self, instance: str | None = None) -> CliProcess:
+        """Start the worker (again), or with ``instance`` another worker of the same group."""
         n = len(list(self.tmp.glob("processors*.log")))
-        self.processors = CliProcess(
-            ["processors", "--instance", self.instance, "--web-port", str(free_port()),
+        process = CliProcess(
+            ["processors", "--instance", instance or self.instance, "--web-port", str(free_port()),
              "--data-dir", str(self.tmp / "processors-data")],
             self.tmp / f"processors{n}.log",
             env=self.processors_env,
         )
-        return self.processors
+        if instance is None:
+            self.processors = process
+        else:
+            self.extra_processors.append(process)
+        return process
 
     def wait_processors_ready(self, timeout: float = 90.0) -> None:
         assert self.processors is not None
@@ -188,7 +194,7 @@ class CallbackRig:
         return sum(1 for e in self.pbx_actions("Originate") if e.get("Channel") == channel)
 
     def close(self) -> None:
-        for process in (self.producer, self.originator, self.processors):
+        for process in (self.producer, self.originator, self.processors, *self.extra_processors):
             if process is not None:
                 process.stop()
         self.tail.close()

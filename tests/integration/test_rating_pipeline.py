@@ -227,6 +227,29 @@ def test_a_redelivered_leg_is_charged_once(pipeline, ch):
     assert ch.execute(f"SELECT count() FROM callback.cdr WHERE leg_id = '{charged.leg_id}'")[0][0] == 1
 
 
+def test_a_leg_first_published_before_the_raters_memory_goes_to_review_not_to_a_charge(pipeline, ch):
+    """A processors worker back from a long outage re-publishes its last legs byte for byte, their
+    envelope time that of their first publication: older than the rater's memory of charged legs
+    (6 h), such a leg may have been charged already, so it is dead-lettered for review, uncharged;
+    the same leg published now is charged."""
+    run = f"rh{uuid.uuid4().hex[:8]}"
+    publish_reference(run)
+    leg = next(
+        leg for leg in make_legs(run, 60)
+        if leg.payer.kind is PayerKind.USER and leg.answered_at is not None and leg.billsec_ms > 10_000
+    )
+    old = leg.model_copy(update={"time": datetime.now(UTC) - timedelta(hours=7)})
+    fresh = leg.model_copy(update={"leg_id": f"{leg.leg_id}-fresh", "callback_id": f"{run}-fresh"})
+    produce("callback.legs", leg_records([old, fresh]))
+    wait_cdrs(ch, run, 1, pipeline)
+    assert wait_for(lambda: old.callback_id.encode() in _dead_letters({old.callback_id.encode()}), 30)
+    letter = _dead_letters({old.callback_id.encode()})[old.callback_id.encode()]
+    assert letter.error_kind == "beyond_dedupe_horizon" and letter.details["leg_id"] == old.leg_id
+    assert ch.execute(f"SELECT count() FROM callback.cdr WHERE leg_id = '{old.leg_id}'")[0][0] == 0
+    assert ch.execute(f"SELECT count() FROM callback.cdr WHERE leg_id = '{fresh.leg_id}'")[0][0] == 1
+    assert read_balances()[leg.payer.key].sequence == 1  # the fresh leg only
+
+
 def test_sink_rides_out_a_clickhouse_outage(pipeline, ch, stack):
     """Stop the stack's ClickHouse, feed legs, start it again: every CDR arrives, none twice."""
     from infra import stack as local_stack
