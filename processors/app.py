@@ -233,12 +233,17 @@ class Processors:
     # --- the sessions agent -----------------------------------------------------------------------------
     async def _sessions_agent(self, stream: Any) -> None:
         await self.reference_ready.wait()
+        await self._each(stream, self._on_session_input)
+
+    async def _each(self, stream: Any, handle: Any) -> None:
+        """``handle`` every event of ``stream``; one that fails is dead-lettered and the stream goes
+        on: a bug must cost one record, never the stage."""
         async for event in stream.events():
             try:
-                await self._on_session_input(event)
-            except Exception as exc:  # a bug must cost one record, never the stream
-                log.exception("input %s[%d]@%d failed", event.message.topic, event.message.partition,
-                              event.message.offset)
+                await handle(event)
+            except Exception as exc:
+                msg = event.message
+                log.exception("input %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
                 await self._dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}",
                                         "handler_error")
 
@@ -308,13 +313,7 @@ class Processors:
 
     # --- the guard agent ----------------------------------------------------------------------------------
     async def _guard_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                await self._on_admission(event)
-            except Exception as exc:
-                log.exception("admission input failed")
-                await self._dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}",
-                                        "handler_error")
+        await self._each(stream, self._on_admission)
 
     async def _on_admission(self, event: Any) -> None:
         msg = event.message

@@ -161,22 +161,10 @@ def step(session: Session | None, event: Input, world: World, now: datetime) -> 
     if session is None:
         log.debug("%s for unknown callback %s ignored", getattr(event, "type", "?"), event.callback_id)
         return Step(None)
-    stepper = _Stepper(session, world, now)
-    if isinstance(event, TimerTick):
-        return stepper.tick(event)
-    if isinstance(event, AdmissionVerdict):
-        return stepper.verdict(event)
-    if isinstance(event, OriginateResult):
-        return stepper.originate_result(event)
-    if isinstance(event, IvrInput):
-        return stepper.ivr_input(event)
-    if isinstance(event, DialResult):
-        return stepper.dial_result(event)
-    if isinstance(event, ChannelHangup):
-        return stepper.hangup(event)
-    if isinstance(event, CommandFailed):
-        return stepper.command_failed(event)
-    return Step(session)  # channel.answered and the like: the results above say it all
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        return Step(session)  # channel.answered and the like: the results handled say it all
+    return handler(_Stepper(session, world, now), event)
 
 
 def _new_session(init: CallbackInitiation) -> Session:
@@ -829,6 +817,18 @@ class _Stepper:
             return self.play_and_end(S.FAILED_B, "dial_b_failed")
         log.info("callback %s: command %s failed: %s", s.callback_id, event.command_id, event.error)
         return self.out
+
+
+#: what each input does to a session that exists
+_HANDLERS: dict[type, Any] = {
+    TimerTick: _Stepper.tick,
+    AdmissionVerdict: _Stepper.verdict,
+    OriginateResult: _Stepper.originate_result,
+    IvrInput: _Stepper.ivr_input,
+    DialResult: _Stepper.dial_result,
+    ChannelHangup: _Stepper.hangup,
+    CommandFailed: _Stepper.command_failed,
+}
 
 
 def _disposition_for_cause(cause: int) -> Disposition:

@@ -401,3 +401,36 @@ def test_every_leg_of_the_run_is_priced_by_the_rater_unchanged(rig):
         terms = payer_terms(leg.payer, ref)
         total += quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None).price
     assert total > 0
+
+
+def test_a_malformed_input_is_dead_lettered_and_the_next_one_on_its_partition_goes_on(rig):
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Producer
+
+    from callback.kafka_io import producer_config
+    from rating_stream.replay import read_topics
+    from schemas.callback import CallbackInitiation, InitiationOrigin
+    from schemas.envelope import DeadLetter
+
+    cb = f"web-poison-{rig.tag}"
+    good = CallbackInitiation(
+        source="test", callback_id=cb, origin=InitiationOrigin.WEB, callback_number=WEB_NUMBER,
+        destination=DEST_OK, user_id=f"ana-{rig.tag}", received_at=datetime.now(UTC),
+    )
+    producer = Producer(producer_config())
+    for value in (b"{not json", b'{"type": "callback.initiation", "callback_id": 7}', good.to_bytes()):
+        producer.produce("callback.requests", key=cb.encode(), value=value)  # one partition, in order
+    assert producer.flush(10) == 0
+    assert rig.outcome(cb, legs=2)["to_state"] == "completed", rig.diagnose(cb)
+
+    def letters() -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        read_topics("poison", ["dlq.callback.requests"],
+                    lambda m: found.append(DeadLetter.model_validate_json(m.value()))
+                    if m.key() == cb.encode() else None)
+        return found
+
+    kinds = wait_until(lambda: sorted(x.error_kind for x in letters()) or None, 30, "the dead letters")
+    assert kinds == ["invalid_schema", "malformed_json"]
+    assert rig.processors.proc.poll() is None  # the worker is still running
