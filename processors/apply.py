@@ -4,7 +4,7 @@ Faust runs ``at_least_once`` (its ``exactly_once`` is not, on our stack: docs/pr
 after a crash or a rebalance some inputs come again. The session makes that harmless:
 
 * it remembers the ids of the inputs it has applied (``Session.applied``): an input seen before
-  changes nothing;
+  changes nothing (two AMI producers on one PBX publish every event twice, under one id);
 * the outputs of an input go into the session (``Session.outbox``) in the same table write that
   records the input as applied, and are then sent. If the worker dies after the table write but
   before Kafka had the outputs, the input comes again (its offset was not committed), is found
@@ -57,7 +57,15 @@ def apply_input(
 ) -> Applied:
     """What to store and send for ``item`` given the stored ``session`` (None if there is none)."""
     if session is not None and item.input_id in session.applied:
-        again = [e for e in session.outbox if e.input_id == item.input_id]
+        # Kafka delivering the same record again (a restart, a rebalance): its outputs may never
+        # have reached Kafka, so send them again. A copy of the input in another record (the other
+        # AMI producer of an HA pair) sends nothing: should the original's outputs be lost, the
+        # original itself comes again.
+        source = (item.topic, item.partition, item.offset)
+        again = [
+            e for e in session.outbox
+            if e.input_id == item.input_id and (e.source_topic, e.source_partition, e.source_offset) == source
+        ]
         return Applied(send=again, duplicate=True)
     result = step(session, item.record, world, now)
     entries = [

@@ -114,6 +114,18 @@ def test_the_same_input_again_changes_nothing_and_resends_its_outbox_entries():
     ]
 
 
+def test_a_copy_of_an_applied_input_in_another_record_changes_nothing_and_sends_nothing():
+    """The other AMI producer of an HA pair publishes the same event (same id) as another record:
+    applied once; should the original's outputs be lost, the original record itself comes again."""
+    w = world()
+    first = apply_input(None, init_item(offset=10), w, at(0), never)
+    session = stored(first)
+    copy = apply_input(session, init_item(offset=11), w, at(0.01), never)  # same id, next offset
+    assert copy.duplicate and copy.store is None and copy.send == []
+    redelivered = apply_input(session, init_item(offset=10), w, at(5), never)
+    assert redelivered.duplicate and redelivered.send == first.send
+
+
 def test_outbox_entries_of_committed_inputs_are_dropped():
     w = world()
     s1 = stored(apply_input(None, init_item(offset=10), w, at(0), never))
