@@ -14,12 +14,11 @@ bootstrap:
 test: bootstrap
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# the demo: local stack, the sample carrier's reference data, then what exists
+# the demo: the whole pipeline on the local stack plays a carrier's callback traffic, checks every
+# outcome and charge, and writes its report (.demo/); DEMO_ARGS="--chaos --callbacks 60" for more
+DEMO_ARGS ?=
 run: bootstrap
-	$(CALLBACK) stack up
-	$(CALLBACK) config load examples/carrier.yaml
-	$(CALLBACK) topics list
-	$(CALLBACK) stack status
+	$(CALLBACK) demo $(DEMO_ARGS)
 
 stack-up: bootstrap
 	$(CALLBACK) stack up

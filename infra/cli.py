@@ -198,8 +198,39 @@ def migrate(
     typer.echo(f"applied {', '.join(done)}" if done else "migrations up to date")
 
 
+def demo(
+    callbacks: Annotated[
+        int, typer.Option("--callbacks", min=1, max=20_000, help="callbacks to place")
+    ] = 300,
+    over: Annotated[float, typer.Option("--over", min=1.0, help="seconds over which they are placed")] = 60.0,
+    speed: Annotated[
+        float,
+        typer.Option("--speed", min=0.1, max=20.0, help="PBX simulator speed: 2 = subscribers twice as fast"),
+    ] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="the same seed plays the same scenario")] = 7,
+    chaos: Annotated[bool, typer.Option("--chaos", help="SIGKILL and restart processes, cut an AMI "
+                                        "connection and pause ClickHouse while it runs")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="leave the stack and the processes running")] = False,
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="logs, journal and the report")] = Path(".demo"),
+) -> None:
+    """Play a carrier's callback traffic through the whole pipeline and check every outcome and
+    charge (make run)."""
+    from infra.demo.run import DemoError, DemoOptions, run_demo
+    from infra.stack import StackError
+
+    options = DemoOptions(callbacks=callbacks, over_s=over, speed=speed, seed=seed, chaos=chaos, keep=keep,
+                          run_dir=run_dir)
+    try:
+        code = run_demo(options)
+    except (DemoError, StackError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
     """Mount the infra commands on the root ``callback`` app."""
     app.add_typer(stack_app, name="stack")
     app.add_typer(topics_app, name="topics")
     app.command("migrate")(migrate)
+    app.command("demo")(demo)
