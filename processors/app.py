@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from faust.types import TP
+from faust.types.tuples import Message as FaustMessage
 
-from callback.kafka_io import producer_config
+from callback.kafka_io import consumer_config, producer_config
 from callback.reference_feed import CONFIG_TOPIC_NAMES, ReferenceFeed
 from callback.settings import KafkaSettings, Settings
 from processors import metrics
@@ -146,6 +147,8 @@ class Processors:
         self._feed_lock = asyncio.Lock()
         self._last_catch_up = 0.0
         self._guard_pruned_at: datetime | None = None
+        #: the next offset the stream should deliver, per input partition (to see what Faust skipped)
+        self._next_offset: dict[tuple[str, int], int] = {}
         self.wheel = TimerWheel(resend_after_s=max(2.0, conf.sweep_interval_s * 2))
         self.ticks = Producer(producer_config(**{"client.id": f"{self.source}-ticks", "linger.ms": 1}))
 
@@ -236,16 +239,45 @@ class Processors:
         await self._each(stream, self._on_session_input)
 
     async def _each(self, stream: Any, handle: Any) -> None:
-        """``handle`` every event of ``stream``; one that fails is dead-lettered and the stream goes
-        on: a bug must cost one record, never the stage."""
+        """``handle`` every event of ``stream``, and every record Faust skipped before it; one that
+        fails is dead-lettered and the stream goes on: a bug must cost one record, never the stage."""
         async for event in stream.events():
-            try:
-                await handle(event)
-            except Exception as exc:
-                msg = event.message
-                log.exception("input %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
-                await self._dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}",
-                                        "handler_error")
+            for missed in await self._skipped_before(event.message):
+                await self._handle_one(handle, missed)
+                self.app.consumer.ack(missed.message)
+            await self._handle_one(handle, event)
+
+    async def _handle_one(self, handle: Any, event: Any) -> None:
+        try:
+            await handle(event)
+        except Exception as exc:
+            msg = event.message
+            log.exception("input %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+            await self._dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}", "handler_error")
+
+    async def _skipped_before(self, msg: Any) -> list[Any]:
+        """Records of ``msg``'s partition that Faust never delivered, read again from Kafka.
+
+        Faust's fetcher drops a record it was handing to the stream when the flow is suspended at
+        that moment (a rebalance or recovery starting): it moves on as if the record had been
+        delivered, so the record is lost to this process, and the offset commit stalls before it.
+        Our input topics are plain (no transaction markers, no compaction), so a jump in offsets
+        within a partition is such a drop: the records in between are read with a consumer of our
+        own and handled first, in order, then acknowledged to Faust."""
+        tp = (msg.topic, msg.partition)
+        expected = self._next_offset.get(tp)
+        if expected is None:
+            expected = self.app.consumer._committed_offset.get(TP(*tp))
+        self._next_offset[tp] = max(expected or 0, msg.offset + 1)
+        if expected is None or msg.offset <= expected:
+            return []  # the first record we know of, the next one, or one seen before (a replay)
+        log.warning("Faust skipped %s[%d] offsets %d..%d; reading them again", msg.topic, msg.partition,
+                    expected, msg.offset - 1)
+        records = await asyncio.get_running_loop().run_in_executor(
+            None, read_range, msg.topic, msg.partition, expected, msg.offset
+        )
+        metrics.SKIPPED_REFILLED.inc(len(records))
+        return [_RefilledEvent(record) for record in records]
 
     async def _on_session_input(self, event: Any) -> None:
         msg = event.message
@@ -379,6 +411,7 @@ class Processors:
             if s.partition in mine and s.due_at is not None and s.due_kind is not None
         ]
         self.wheel.rebuild(timers)
+        self._next_offset.clear()  # from the committed offsets again
         overdue = sum(1 for d in timers if d.at <= time.time())
         log.info("processors ready: partitions %s, %d sessions in table, %d timers (%d overdue)",
                  sorted(mine), len(self.sessions), len(timers), overdue)
@@ -410,6 +443,33 @@ class Processors:
                 except BufferError:
                     self.ticks.poll(0.01)
         self.ticks.poll(0)
+
+
+class _RefilledEvent:
+    """A record read again from Kafka, shaped like the Faust event the agents handle."""
+
+    def __init__(self, record: Any) -> None:
+        self.message = record
+
+
+def read_range(topic: str, partition: int, start: int, end: int, timeout_s: float = 30.0) -> list[Any]:
+    """Records ``start`` .. ``end - 1`` of one partition, as Faust messages."""
+    consumer = Consumer(consumer_config(f"{PROCESSORS_APP_ID}-refill", read_committed=False))
+    found: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (not found or found[-1].offset < end - 1):
+            for record in consumer.consume(num_messages=end - start, timeout=0.5):
+                if record.error() is None and record.offset() < end:
+                    kind, ms = record.timestamp()
+                    found.append(FaustMessage(
+                        record.topic(), record.partition(), record.offset(), ms / 1000, kind,
+                        record.headers(), record.key(), record.value(), None,
+                    ))
+    finally:
+        consumer.close()
+    return found
 
 
 def run_worker(settings: Settings) -> None:

@@ -20,5 +20,9 @@ TIMER_LATENESS = Histogram(
     "How late a timer was applied after its due time",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+SKIPPED_REFILLED = Counter(
+    "callback_processors_skipped_records_refilled_total",
+    "Input records Faust dropped during a flow suspension, read again from Kafka and applied",
+)
 PENDING_TIMERS = Gauge("callback_processors_pending_timers", "Timers this worker waits for")
 SESSIONS = Gauge("callback_processors_sessions", "Sessions in this worker's table (all partitions held)")
