@@ -61,6 +61,9 @@ from schemas.topics import (
 log = logging.getLogger(__name__)
 
 SESSION_INPUTS = (CALLBACK_REQUESTS.name, PBX_EVENTS.name, CALLBACK_CONTROL.name)
+#: the tables live on local disk (``datadir``, RocksDB): a restart reads the changelog only past what
+#: the disk holds, where the memory store replays all of it (minutes for an hour of traffic)
+TABLE_STORE = "rocksdb://"
 #: a reference miss makes the agent read the config topics to their end at most this often
 CATCH_UP_EVERY_S = 1.0
 
@@ -114,7 +117,7 @@ class Processors:
             # topics come from the catalogue (`callback topics apply`), never from Faust's guesses
             topic_allow_declare=False,
             topic_disable_leader=True,
-            store="memory://",
+            store=TABLE_STORE,
             datadir=str(conf.data_dir / conf.instance),
             web_port=conf.web_port,
             web_bind="127.0.0.1",
@@ -137,7 +140,6 @@ class Processors:
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.inputs = app.topic(*SESSION_INPUTS, **raw)
         self.admission_in = app.topic(CALLBACK_ADMISSION.name, **raw)
-        self._out: dict[str, Any] = {}
         self.sessions = self._table("sessions", SESSIONS_CHANGELOG.name, SESSIONS_CHANGELOG.partitions)
         self.sessions.on_recover(self._rebuild_timers)
         self.guard = self._table("guard", GUARD_CHANGELOG.name, GUARD_CHANGELOG.partitions)
@@ -149,6 +151,8 @@ class Processors:
         self._guard_pruned_at: datetime | None = None
         #: the next offset the stream should deliver, per input partition (to see what Faust skipped)
         self._next_offset: dict[tuple[str, int], int] = {}
+        #: where the last tick sent for a session landed (None: its send failed)
+        self._tick_at: dict[str, tuple[int, int] | None] = {}
         self.wheel = TimerWheel(resend_after_s=max(2.0, conf.sweep_interval_s * 2))
         self.ticks = Producer(producer_config(**{"client.id": f"{self.source}-ticks", "linger.ms": 1}))
 
@@ -173,14 +177,11 @@ class Processors:
         return table
 
     # --- outputs ---------------------------------------------------------------------------------------
-    def _topic(self, name: str) -> Any:
-        topic = self._out.get(name)
-        if topic is None:
-            topic = self._out[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
-        return topic
-
     async def _send(self, topic: str, key: str, value: bytes) -> None:
-        await self._topic(topic).send(key=key.encode(), value=value)
+        """Hand a record to Faust's producer (keyed: aiokafka's partitioner). Not awaited until
+        delivered: Faust flushes this producer before it commits an offset, and the outbox covers
+        the time in between."""
+        await self.app.producer.send(topic, key.encode(), value, None, None, None)
 
     async def _dead_letter(self, event: Any, reason: str, kind: str, **details: Any) -> None:
         msg = event.message
@@ -311,14 +312,19 @@ class Processors:
             applied = apply_input(session, item, self.world, now, self._committed)
         if applied.duplicate:
             metrics.DUPLICATES.inc()
-            log.info("input %s of %s seen before: re-sending its %d output(s)", record.event_id,
-                     callback_id, len(applied.send))
+            if applied.send:  # Kafka delivered the same record again: its outputs go out again
+                log.info("input %s of %s seen before: re-sending its %d output(s)", record.event_id,
+                         callback_id, len(applied.send))
+            else:  # a copy (the HA pair's other producer, a repeated tick): counted, not logged
+                log.debug("input %s of %s seen before", record.event_id, callback_id)
         if applied.delete:
             del self.sessions[callback_id]
             self.wheel.clear(callback_id)
+            self._tick_at.pop(callback_id, None)
         elif applied.store is not None:
             store = applied.store
             self.sessions[callback_id] = store
+            self._tick_at.pop(callback_id, None)
             if store.due_at is not None and store.due_kind is not None:
                 self.wheel.schedule(
                     Due(store.due_at.timestamp(), callback_id, store.timer_seq, store.due_kind, msg.partition)
@@ -413,9 +419,8 @@ class Processors:
         self.wheel.rebuild(timers)
         self._next_offset.clear()  # from the committed offsets again
         overdue = sum(1 for d in timers if d.at <= time.time())
-        log.info("processors ready: partitions %s, %d sessions in table, %d timers (%d overdue)",
-                 sorted(mine), len(self.sessions), len(timers), overdue)
-        metrics.SESSIONS.set(len(self.sessions))
+        log.info("processors ready: partitions %s, %d timers (%d overdue)", sorted(mine), len(timers),
+                 overdue)
 
     async def _fire_due_timers(self) -> None:
         try:
@@ -425,7 +430,7 @@ class Processors:
 
     async def _sweep(self) -> None:
         try:
-            self._produce_ticks(self.wheel.overdue(time.time()))
+            self._produce_ticks(self.wheel.overdue(time.time(), self._tick_passed))
             metrics.PENDING_TIMERS.set(len(self.wheel))
         except Exception:
             log.exception("timer sweep failed; trying again in the next one")
@@ -434,15 +439,36 @@ class Processors:
         now = time.time()
         for due in dues:
             tick = due.tick(self.source, now)
+            self._tick_at.pop(due.callback_id, None)
             while True:
                 try:
                     self.ticks.produce(
-                        CALLBACK_CONTROL.name, key=due.callback_id.encode(), value=tick.to_bytes()
+                        CALLBACK_CONTROL.name, key=due.callback_id.encode(), value=tick.to_bytes(),
+                        on_delivery=self._tick_delivered,
                     )
                     break
                 except BufferError:
                     self.ticks.poll(0.01)
         self.ticks.poll(0)
+
+    def _tick_delivered(self, err: Any, msg: Any) -> None:
+        callback_id = msg.key().decode()
+        if err is not None:
+            log.warning("tick of %s not delivered (%s); the sweep sends it again", callback_id, err)
+            self._tick_at[callback_id] = None
+        else:
+            self._tick_at[callback_id] = (msg.partition(), msg.offset())
+
+    def _tick_passed(self, callback_id: str) -> bool:
+        """Whether the agent has read past the last tick sent for ``callback_id`` (or its send
+        failed): a tick still waiting in the topic is not sent again."""
+        if callback_id not in self._tick_at:
+            return False  # not even acknowledged by Kafka yet
+        where = self._tick_at[callback_id]
+        if where is None:
+            return True
+        partition, offset = where
+        return self._next_offset.get((CALLBACK_CONTROL.name, partition), -1) > offset
 
 
 class _RefilledEvent:

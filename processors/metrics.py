@@ -25,4 +25,3 @@ SKIPPED_REFILLED = Counter(
     "Input records Faust dropped during a flow suspension, read again from Kafka and applied",
 )
 PENDING_TIMERS = Gauge("callback_processors_pending_timers", "Timers this worker waits for")
-SESSIONS = Gauge("callback_processors_sessions", "Sessions in this worker's table (all partitions held)")

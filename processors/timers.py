@@ -22,7 +22,7 @@ time and does the producing.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,13 +98,17 @@ class TimerWheel:
             fired.append(due)
         return fired
 
-    def overdue(self, now: float) -> list[Due]:
-        """In-flight ticks still current after ``resend_after_s``: send them again."""
+    def overdue(self, now: float, passed: Callable[[str], bool] = lambda _cb: True) -> list[Due]:
+        """In-flight ticks still current after ``resend_after_s``: send them again.
+
+        ``passed(callback_id)`` says whether the agent has read past the tick sent last (or its send
+        failed): only then is a tick still current after the wait really lost. While the agent
+        works through a backlog, a tick waiting its turn is not sent again."""
         again = []
         for callback_id, (due, sent_at) in list(self._in_flight.items()):
             if self._current.get(callback_id) != due:
                 del self._in_flight[callback_id]
-            elif now - sent_at >= self.resend_after_s:
+            elif now - sent_at >= self.resend_after_s and passed(callback_id):
                 self._in_flight[callback_id] = (due, now)
                 again.append(due)
         return again

@@ -124,6 +124,9 @@ SESSIONS_CHANGELOG = TopicSpec(
     "compact",
     None,
     description="State of every callback session (the processors' table; internal)",
+    # small segments are compacted soon: a worker without the table on disk replays little more
+    # than one record per session, and forgotten sessions' tombstones go after ten minutes
+    extra_configs={"segment.ms": str(10 * 60 * 1000), "delete.retention.ms": str(10 * 60 * 1000)},
 )
 GUARD_CHANGELOG = TopicSpec(
     f"{PROCESSORS_APP_ID}-guard-changelog",
@@ -133,6 +136,7 @@ GUARD_CHANGELOG = TopicSpec(
     "compact",
     None,
     description="Fraud-guard counters per number and per access number (internal)",
+    extra_configs={"segment.ms": str(10 * 60 * 1000), "delete.retention.ms": str(10 * 60 * 1000)},
 )
 
 # --- reference data (compacted, keyed by natural id) ---------------------------------------------

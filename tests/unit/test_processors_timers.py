@@ -157,3 +157,17 @@ def test_a_timer_scheduled_again_after_a_detour_fires_once():
     wheel.schedule(due("a", 10, seq=1))  # back to the first one: the heap now holds it twice
     assert wheel.take_due(100) == [due("a", 10, seq=1)]
     assert wheel.take_due(100) == []
+
+
+def test_a_tick_waiting_in_a_backlog_is_not_sent_again_until_the_agent_read_past_it():
+    from processors.timers import Due, TimerWheel
+    from schemas.control import TimerKind
+
+    wheel = TimerWheel(resend_after_s=2.0)
+    due = Due(100.0, "cb-1", 1, TimerKind.ATTEMPT, 0)
+    wheel.schedule(due)
+    assert wheel.take_due(100.0) == [due]
+    read_past = {"cb-1": False}
+    assert wheel.overdue(110.0, lambda cb: read_past[cb]) == []  # still queued: not lost
+    read_past["cb-1"] = True  # the agent read past it and the session still waits: lost
+    assert wheel.overdue(110.0, lambda cb: read_past[cb]) == [due]
