@@ -121,6 +121,44 @@ def bench_rating_cmd(
     run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep)
 
 
+@bench_app.command("processors")
+def bench_processors_cmd(
+    quick: bool = typer.Option(False, help="small sizes: a smoke test of every phase (about 2 minutes)"),
+    skip_bare: bool = typer.Option(False, help="do not measure the bare Faust agent (no callbacks/s goal)"),
+    keep: bool = typer.Option(False, help="keep the process logs and the bare agent's topics"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (progress goes to stderr)"),
+    rates: str | None = typer.Option(None, help="offered callbacks/s of the ramp, e.g. 5,10,20,40"),
+    step_s: float | None = typer.Option(None, help="seconds each rate of the ramp is offered"),
+    retries: str | None = typer.Option(None, help="pending retries per lateness round, e.g. 1000,10000"),
+    bare_events: int | None = typer.Option(None, help="events through the bare Faust agent"),
+    ramp_only: bool = typer.Option(False, help="experiments: only the ramp (and the bare agent)"),
+    worker_env: list[str] = typer.Option(
+        [], "--worker-env", help="KEY=VALUE for the processors worker's environment (experiments, e.g. "
+        "PRODUCER_LINGER=0.005: Faust reads its settings from the environment); repeatable"
+    ),
+    profile: Path | None = typer.Option(
+        None, help="run the worker under cProfile during the ramp, write the stats here and print the "
+        "top functions (the ramp's figures are then slower than the real thing)"
+    ),
+) -> None:
+    """Callbacks/s, latencies, retry lateness and SIGKILL recovery of the processors worker, against a
+    bare Faust agent on the same broker (needs the local stack: `callback stack up`)."""
+    from processors.bench import BenchOptions, main
+
+    opts = BenchOptions.quick() if quick else BenchOptions()
+    opts.skip_bare, opts.keep, opts.profile, opts.ramp_only = skip_bare, keep, profile, ramp_only
+    if rates:
+        opts.rates = tuple(float(x) for x in rates.split(",") if x.strip())
+    if step_s:
+        opts.step_s = step_s
+    if retries:
+        opts.retry_sizes = tuple(int(x) for x in retries.split(",") if x.strip())
+    if bare_events:
+        opts.bare_events = bare_events
+    opts.worker_env = dict(item.split("=", 1) for item in worker_env)
+    raise typer.Exit(main(opts, as_json=as_json))
+
+
 def register(app: typer.Typer) -> None:
     app.command("rating")(rating_cmd)
     app.command("cdr-sink")(cdr_sink_cmd)
