@@ -22,8 +22,6 @@ Method (printed with the figures):
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import time
 import uuid
@@ -335,17 +333,11 @@ def _create_views(ch: Any, names: Names) -> None:
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    from infra.bench import load_average, machine
+
+    load = ", ".join(f"{x:.2f}" for x in load_average())
     return (
-        f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, load average {load}\n"
+        f"machine: {machine()}, load average {load}\n"
         "method: legs pre-produced to bench topics; pass-through = 1 process consume+insert unrated; "
         "rated = rater + sink processes (Kafka transactions, balances, CDRs, ClickHouse with views); "
         "rate = legs / (last stored - first consumed)"

@@ -7,7 +7,36 @@ from pathlib import Path
 
 import typer
 
-bench_app = typer.Typer(help="Benchmarks on the local stack.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks on the local stack: all of them (no subcommand), or one.", invoke_without_command=True
+)
+
+
+@bench_app.callback()
+def bench_all_cmd(
+    ctx: typer.Context,
+    quick: bool = typer.Option(False, help="small sizes: a smoke test of every benchmark"),
+    as_json: bool = typer.Option(False, "--json", help="print the results as one JSON object"),
+) -> None:
+    """Every benchmark (Kafka round trip, rating, processors); the results, with the machine, the load
+    and each goal, go to bench/results/<date>.json and .md."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+    import sys
+
+    from infra.bench import markdown, run_all, write
+
+    echo = (lambda text: print(text, file=sys.stderr)) if as_json else print
+    result = run_all(quick=quick, echo=echo)
+    json_path, md_path = write(result)
+    if as_json:
+        print(json.dumps(result, default=str))
+    else:
+        print(markdown(result))
+        print(f"written: {json_path}, {md_path}")
+    checks_ok = bool(result["processors"].get("checks_ok"))
+    raise typer.Exit(0 if checks_ok else 1)
 
 
 def rating_cmd(
