@@ -485,9 +485,13 @@ def read_range(topic: str, partition: int, start: int, end: int, timeout_s: floa
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (not found or found[-1].offset < end - 1):
+        reached = start - 1  # records below ``start`` may be gone (retention): stop at ``end`` anyway
+        while time.monotonic() < deadline and reached < end - 1:
             for record in consumer.consume(num_messages=end - start, timeout=0.5):
-                if record.error() is None and record.offset() < end:
+                if record.error() is not None:
+                    continue
+                reached = max(reached, record.offset())
+                if start <= record.offset() < end:
                     kind, ms = record.timestamp()
                     found.append(FaustMessage(
                         record.topic(), record.partition(), record.offset(), ms / 1000, kind,
