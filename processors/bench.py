@@ -1011,7 +1011,9 @@ def retry_round(
     run = uuid.uuid4().hex[:6]
     ids = [f"bench-{rig.tag}-r{run}-{i:05d}" for i in range(n)]
     numbers = {cb: f"2349{rig.block}{i:05d}" for i, cb in enumerate(ids)}
-    rig.publish_system_settings(retry_time_s=retry_s, max_retries=1)
+    # Wait Time at its maximum: the sessions wait for the bench's busy results (which come over
+    # n / pace seconds) without their originate watchdog (Wait Time + 30 s) deciding first
+    rig.publish_system_settings(retry_time_s=retry_s, max_retries=1, wait_time_s=300)
     time.sleep(2.0)  # the worker polls the config topics every 0.25 s
     producer = _producer()
     now = datetime.now(UTC)
@@ -1074,12 +1076,18 @@ def retry_round(
         cb: next(tr for tr in t.transitions if tr[2] == "scheduled" and tr[3] == 2)
         for cb, t in traces.items()
     }
+
     last_scheduled = max(tr[0] for tr in sched.values())
     first_due = min(tr[4] or 0 for tr in sched.values())
     result.scheduled_in_s = (last_scheduled - burst0 * 1000) / 1000.0
     result.pending_margin_s = (first_due - last_scheduled) / 1000.0
     result.all_pending_before_due = first_due > last_scheduled
     spread = (max(tr[4] or 0 for tr in sched.values()) - first_due) / 1000.0
+    if pace and spread < 0.8 * (n - 1) / pace:
+        result.problems.append(
+            f"the retries came due over {spread:.1f} s, not at the pace of the busy results "
+            f"({(n - 1) / pace:.1f} s): something else scheduled them"
+        )
     say(
         f"  all {n} scheduled {result.scheduled_in_s:.2f} s after the burst; due times spread over "
         f"{spread:.2f} s; first due {result.pending_margin_s:.2f} s after the last was scheduled"
