@@ -10,6 +10,7 @@ ordering, so a difference is reported for a human to decide.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -123,6 +124,26 @@ def _alter(admin: AdminClient, changes: dict[str, dict[str, tuple[str | None, st
         log.info("topics: altered %s %s", resource.name, changes[resource.name])
 
 
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float = 60.0) -> None:
+    """Return once every partition of ``topics`` has a leader: a topic is created at once but led
+    a moment later, and a client that reads it in between gets NOT_LEADER_FOR_PARTITION."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(topics)
+    while waiting:
+        metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        for name in list(waiting):
+            topic = metadata.get(name)
+            if topic is not None and topic.error is None and topic.partitions and all(
+                part.leader >= 0 and part.error is None for part in topic.partitions.values()
+            ):
+                waiting.discard(name)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics without a leader {timeout_s:.0f} s after creation: {sorted(waiting)}")
+        time.sleep(0.1)
+
+
 def apply_catalogue(
     bootstrap: str | Mapping[str, str],
     replication_factor: int = 1,
@@ -139,6 +160,8 @@ def apply_catalogue(
     report = CatalogueReport()
     existing = existing_topics(admin)
     report.created = _create(admin, [s for s in specs if s.name not in existing], replication_factor)
+    if report.created:
+        wait_for_leaders(admin, report.created)
 
     present = [s for s in specs if s.name in existing]
     configs = current_configs(admin, [s.name for s in present])

@@ -26,10 +26,12 @@ import logging
 import ssl
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
 from confluent_kafka import Consumer, Producer, TopicPartition
+from faust.exceptions import ConsistencyError
 from faust.types import TP
 from faust.types.tuples import Message as FaustMessage
 
@@ -502,14 +504,30 @@ def read_range(topic: str, partition: int, start: int, end: int, timeout_s: floa
     return found
 
 
+class StaleLocalTables(RuntimeError):
+    """The tables on local disk are ahead of their changelogs: the disk copy belongs to another
+    Kafka cluster, or to topics that were deleted and created again."""
+
+
+def local_tables_dir(settings: Settings) -> Path:
+    return settings.processors.data_dir / settings.processors.instance
+
+
 def run_worker(settings: Settings) -> None:
-    """Run one Faust worker until it stops; raises SystemExit (0 after SIGTERM / SIGINT)."""
-    conf = settings.processors
-    (conf.data_dir / conf.instance).mkdir(parents=True, exist_ok=True)
+    """Run one Faust worker until it stops; raises SystemExit (0 after SIGTERM / SIGINT), or
+    StaleLocalTables when Faust refused the disk copy of the tables."""
+    local_tables_dir(settings).mkdir(parents=True, exist_ok=True)
     processors = Processors(settings)
     worker = faust.Worker(processors.app, loglevel=settings.log_level.lower(), quiet=True,
                           redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
+    except SystemExit:
+        app = processors.app
+        reasons = [worker.crash_reason, app.crash_reason, app.tables.recovery.crash_reason]
+        stale = [r for r in reasons if isinstance(r, ConsistencyError)]
+        if stale:
+            raise StaleLocalTables(str(stale[0])) from None
+        raise
     finally:
         processors.ticks.flush(10)

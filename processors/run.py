@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -27,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from callback.settings import Settings
 from infra.process import port_is_free
 from infra.topics import admin_config, existing_topics
-from processors.app import SESSION_INPUTS, run_worker
+from processors.app import SESSION_INPUTS, StaleLocalTables, local_tables_dir, run_worker
 from schemas.topics import (
     CALLBACK_ADMISSION,
     CALLBACK_LEGS,
@@ -107,6 +108,13 @@ def run_processors(settings: Settings) -> int:
     try:
         run_worker(settings)
         return 0
+    except StaleLocalTables as exc:
+        # the changelogs on Kafka are the truth: forget the disk copy and rebuild from them
+        stale = local_tables_dir(settings)
+        log.error("the tables on local disk do not belong to these changelogs (%s); removing %s and "
+                  "rebuilding them from Kafka", str(exc).splitlines()[0], stale)
+        shutil.rmtree(stale, ignore_errors=True)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     except SystemExit as exc:
         if exc.code in (0, None):
             return 0

@@ -41,6 +41,22 @@ def state_consumer(purpose: str, **overrides: object) -> Consumer:
     return Consumer(conf)
 
 
+def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(low, high) watermarks of one partition, riding out the moment after a broker starts or a
+    leader moves, when the broker answers NOT_LEADER_FOR_PARTITION for a partition it is about to
+    lead (seen on a freshly started stack)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0]
+            leadership = err.code() in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+            if not (err.retriable() or leadership) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_to_end(
     consumer: Consumer, assignment: Iterable[TopicPartition], on_record: OnRecord, timeout_s: float = 120.0
 ) -> int:
@@ -54,7 +70,7 @@ def read_to_end(
         return 0
     pending: set[tuple[str, int]] = set()
     for tp in parts:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30.0)
+        _low, high = watermarks(consumer, tp.topic, tp.partition)
         start = tp.offset
         if high > 0 and (start < 0 or start < high):
             pending.add((tp.topic, tp.partition))
@@ -80,9 +96,7 @@ def read_to_end(
         if pending:  # an EOF may have been swallowed by a control record: check positions too
             positions = consumer.position([TopicPartition(t, p) for t, p in pending])
             for tp in positions:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=5.0
-                )
+                _low, high = watermarks(consumer, tp.topic, tp.partition, timeout_s=5.0)
                 if tp.offset >= 0 and tp.offset >= high:
                     pending.discard((tp.topic, tp.partition))
     return count

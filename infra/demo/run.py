@@ -223,8 +223,10 @@ def _place(pipeline: Pipeline, sim: SimulatorThread, call: Planned) -> str | Non
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())["callback_id"]
         except urllib.error.HTTPError as exc:
-            if exc.code != 401:
+            if exc.code not in (401, 429, 503):
                 return None
+            time.sleep(float(exc.headers.get("Retry-After", "0.5")))
+        except (urllib.error.URLError, OSError):  # not listening (yet, or any more)
             time.sleep(0.5)
     return None
 
@@ -260,7 +262,8 @@ def execute(
     from infra import stack as local_stack
 
     run_dir = opts.run_dir.resolve()
-    logs = run_dir / "logs"
+    tag = f"{int(time.time()) % 10**6:06d}"
+    logs = run_dir / f"run-{tag}"  # every run its own logs: a line of an earlier run never counts
     logs.mkdir(parents=True, exist_ok=True)
     events: list[str] = []
 
@@ -270,11 +273,10 @@ def execute(
     report = local_stack.up(provision=True)
     started_stack = any(s.action == "started" for s in report.services)
     sample = load_carrier_config(opts.carrier_file)
-    tag = f"{int(time.time()) % 10**6:06d}"
     demo = plan(sample, callbacks=opts.callbacks, seed=opts.seed, over_s=opts.over_s, tag=tag)
     sim = SimulatorThread(
         parse_scenario({"pbx": PBX, "subscribers": demo.subscribers}),
-        action_log=run_dir / f"actions-{tag}.jsonl",
+        action_log=logs / "actions.jsonl",
         speed=opts.speed,
     )
     pipeline: Pipeline | None = None
@@ -357,7 +359,7 @@ def execute(
             list(ids.values()), legs, opts.settle_s, lambda: progress(observed, ids, events)
         )
         note(f"{stored} of {legs} legs stored in ClickHouse")
-        return {
+        result = {
             "plan": demo,
             "ids": ids,
             "refused_by_web": refused_by_web,
@@ -371,6 +373,10 @@ def execute(
             "started_stack": started_stack,
             "seconds": time.monotonic() - t0,
         }
+        from infra.demo.report import build
+
+        result["outcome"] = build(result)  # reads balances and CDRs: before anything is torn down
+        return result
     finally:
         if collector is not None:
             collector.close()
@@ -384,11 +390,11 @@ def execute(
 
 def run_demo(opts: DemoOptions) -> int:
     """``callback demo``: run, report (console + Markdown), exit 0 only if everything is as expected."""
-    from infra.demo.report import build, live_progress, render_console, render_markdown
+    from infra.demo.report import live_progress, render_console, render_markdown
 
     with live_progress(opts.callbacks) as progress:
         result = execute(opts, progress)
-    outcome = build(result)
+    outcome = result["outcome"]
     render_console(outcome)
     path = opts.run_dir / f"report-{result['tag']}.md"
     path.write_text(render_markdown(outcome, opts), encoding="utf-8")
