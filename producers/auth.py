@@ -8,15 +8,25 @@ user still costs one pbkdf2 run, so response time does not tell which usernames 
 The directory is a copy of the users in the shared reference view (``callback.reference``), taken
 whenever that view changed: the view belongs to the thread that follows Kafka, the directory is
 what request handlers read, and a whole-copy swap is what makes a deleted user disappear too.
+
+pbkdf2 is slow on purpose (200k rounds, about 0.1 s of CPU), so it must not run on the web API's
+event loop: there, forty wrong passwords in parallel stall every other request, the health check
+included, for seconds. ``HashPool`` runs it on a few threads (``hashlib`` releases the GIL while
+hashing) and admits only a bounded number of checks at a time: past that a check is refused at once
+(``HashPoolBusy``, a 503 for the client) rather than queued, so a flood of logins costs bounded CPU
+and bounded latency instead of an ever longer queue.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import hmac
+import os
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from schemas.reference import User
 
@@ -26,6 +36,8 @@ if TYPE_CHECKING:
 #: a hash computed for unknown usernames so they take as long as known ones
 _DUMMY_HASH = "pbkdf2_sha256$200000$dummy-salt$" + "0" * 64
 _MAX_ITERATIONS = 2_000_000
+
+T = TypeVar("T")
 
 
 def hash_password(password: str, salt: str, iterations: int = 200_000) -> str:
@@ -106,3 +118,61 @@ class UserDirectory:
         if user is None or not user.api_key_sha256 or not hmac.compare_digest(digest, user.api_key_sha256):
             return None
         return user
+
+
+class HashPoolBusy(Exception):
+    """Every slot of the ``HashPool`` is taken: refuse the login now, do not queue it."""
+
+
+def default_hash_threads() -> int:
+    """Half the CPUs, 1 to 4: the rest stay free for the event loop and the Kafka client."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+class HashPool:
+    """Bounded, off-loop execution of password hashing.
+
+    ``threads`` run hashes; at most ``max_in_flight`` checks (running or waiting for a thread) are
+    admitted, so the worst wait is about ``max_in_flight / threads`` hash times. A slot is freed when
+    the hash has really finished, not when its caller stopped waiting (a client that disconnects
+    does not make room while its hash still burns a CPU).
+    """
+
+    def __init__(self, threads: int | None = None, max_in_flight: int | None = None) -> None:
+        self.threads = threads if threads is not None else default_hash_threads()
+        if self.threads < 1:
+            raise ValueError("threads must be at least 1")
+        self.max_in_flight = max_in_flight if max_in_flight is not None else 4 * self.threads
+        if self.max_in_flight < self.threads:
+            raise ValueError("max_in_flight must be at least threads")
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="web-hash")
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _release(self, _: concurrent.futures.Future[object]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on a pool thread; ``HashPoolBusy`` at once when the pool is full."""
+        with self._lock:
+            if self._in_flight >= self.max_in_flight:
+                raise HashPoolBusy(f"{self._in_flight} password checks already under way")
+            self._in_flight += 1
+        try:
+            future = self._executor.submit(fn, *args)
+        except BaseException:
+            with self._lock:
+                self._in_flight -= 1
+            raise
+        # runs in the worker thread when fn returns, or at once if cancelled before it started
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        """Stop the threads once their current hashes are done; waiting ones are dropped."""
+        self._executor.shutdown(wait=False, cancel_futures=True)

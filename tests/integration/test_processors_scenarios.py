@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -352,11 +353,16 @@ def test_a_web_callback_calls_back_and_dials_the_requested_destination(rig, tmp_
                 with urllib.request.urlopen(request, timeout=10) as response:
                     return json.loads(response.read())
             except urllib.error.HTTPError as exc:
-                if exc.code == 401:  # the web process has not read this run's user yet
+                # 401: the web process has not read this run's user yet; 429: those early
+                # failures used up the user's allowance of wrong passwords, wait as told
+                if exc.code == 401:
+                    return None
+                if exc.code == 429:
+                    time.sleep(float(exc.headers.get("Retry-After", "1")))
                     return None
                 raise
 
-        cb = wait_until(post, 30, "the web API to accept the request")["callback_id"]
+        cb = wait_until(post, 60, "the web API to accept the request", interval=0.5)["callback_id"]
     finally:
         web.stop()
     final = rig.outcome(cb, legs=2)

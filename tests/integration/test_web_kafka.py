@@ -1,12 +1,17 @@
-"""``callback web`` as a real process: a request lands on callback.requests in the real broker."""
+"""``callback web`` as a real process: a request lands on callback.requests in the real broker,
+a retry with the same Idempotency-Key does not land twice, every refusal is a JSON error, wrong
+passwords in parallel do not stall the health check, and a user deleted from config.users is
+locked out without a restart."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from confluent_kafka import Producer
@@ -20,30 +25,57 @@ from schemas.reference import User
 pytestmark = pytest.mark.integration
 
 
-def post(port: int, body: dict, headers: dict[str, str]) -> tuple[int, dict]:
+def request(
+    port: int,
+    path: str,
+    *,
+    body: dict | None = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, dict, dict[str, str]]:
+    """(status, JSON body, headers); every answer of the API, errors included, must be JSON."""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/callbacks",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **headers},
-        method="POST",
+        f"http://127.0.0.1:{port}{path}",
+        data=raw if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method=method,
     )
     try:
         with urllib.request.urlopen(req, timeout=20) as resp:
-            return resp.status, json.loads(resp.read())
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        assert exc.headers["Content-Type"].startswith("application/json"), (exc.code, exc.headers)
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def post(port: int, body: dict, headers: dict[str, str]) -> tuple[int, dict]:
+    status, answer, _ = request(port, "/v1/callbacks", body=body, headers=headers)
+    return status, answer
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def test_web_callback_reaches_kafka_and_refusals_do_not(stack, tmp_path):
     tail = KafkaTail(["callback.requests"])
     port = free_port()
     web = CliProcess(
-        ["web", "--port", str(port), "--config", str(REPO_ROOT / "examples" / "carrier.yaml")],
+        [
+            "web",
+            "--port",
+            str(port),
+            "--config",
+            str(REPO_ROOT / "examples" / "carrier.yaml"),
+            "--min-number-digits",
+            "7",
+        ],
         tmp_path / "web.log",
     )
     try:
         web.wait_for_log("web callback API listening on", timeout=30)
-        auth = {"Authorization": "Basic " + base64.b64encode(b"bob:bob-web-secret").decode()}
+        auth = basic_auth("bob", "bob-web-secret")
         status, body = post(port, {"callback_number": "+12125550142", "destination": "442071234567"}, auth)
         assert status == 202, body
         ((_, key, value),) = tail.wait_for(lambda r: r[1] == body["callback_id"], what="the web initiation")
@@ -56,14 +88,53 @@ def test_web_callback_reaches_kafka_and_refusals_do_not(stack, tmp_path):
             "web",
         )
 
+        # a retry with the same Idempotency-Key and body: the first answer, nothing published again
+        keyed = {**auth, "Idempotency-Key": f"order-{uuid.uuid4().hex}"}
+        first = post(port, {"callback_number": "12125550143"}, keyed)
+        again = post(port, {"callback_number": "+12125550143"}, keyed)
+        assert first[0] == again[0] == 202 and first[1]["callback_id"] == again[1]["callback_id"], (
+            first,
+            again,
+        )
+        assert post(port, {"callback_number": "12125550144"}, keyed)[0] == 409
+        tail.wait_for(lambda r: r[1] == first[1]["callback_id"], what="the keyed initiation")
+
         assert post(port, {"callback_number": "12125550142"}, {"X-API-Key": "nope"})[0] == 401
         assert post(port, {"callback_number": "call me"}, auth)[0] == 422
+        status, error = post(port, {"callback_number": "112"}, auth)
+        assert (status, error["error"]) == (422, "number_not_allowed") and "emergency" in error["message"]
+        status, error = post(port, {"callback_number": "123456"}, auth)  # --min-number-digits 7
+        assert (status, error["error"]) == (422, "number_not_allowed") and "7 digits" in error["message"]
+        too_deep = ("[" * 30_000 + "]" * 30_000).encode()
+        status, error, _ = request(port, "/v1/callbacks", raw=too_deep, headers=auth)
+        assert (status, error["error"]) == (422, "malformed_json")  # not a 500
+        assert post(port, {"callback_number": "1" * 70_000}, auth)[0] == 413
+        status, error, headers = request(port, "/v1/callbacks", method="GET")
+        assert (status, error["error"], headers["Allow"]) == (405, "method_not_allowed", "POST")
         tail.poll(1.0)
-        assert [r[1] for r in tail.records] == [body["callback_id"]], "a refused request was published"
+        assert [r[1] for r in tail.records] == [body["callback_id"], first[1]["callback_id"]], (
+            "a refused or repeated request was published"
+        )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=10) as resp:
             assert (
                 json.loads(resp.read())["paths"]["/v1/callbacks"]["post"]["operationId"] == "requestCallback"
             )
+
+        # last, as it uses up this address's failed-login allowance: 40 wrong passwords at once
+        with ThreadPoolExecutor(40) as pool:
+            wrong = [
+                pool.submit(post, port, {"callback_number": "12125550142"}, basic_auth("bob", f"guess-{i}"))
+                for i in range(40)
+            ]
+            latencies = []
+            while not all(f.done() for f in wrong) or not latencies:
+                started = time.perf_counter()
+                assert request(port, "/healthz", method="GET")[0] == 200
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.02)
+            statuses = {f.result()[0] for f in wrong}
+        assert max(latencies) < 0.5, f"/healthz took {max(latencies):.2f} s under 40 wrong passwords"
+        assert statuses <= {401, 429, 503} and 401 in statuses, statuses
     finally:
         web.stop()
         tail.close()

@@ -1,10 +1,11 @@
-"""Token buckets per user and per number (pure, fake clock)."""
+"""Token buckets per user and per number, and failed logins per user and per address (pure, fake
+clock)."""
 
 from __future__ import annotations
 
 import pytest
 
-from producers.rate_limit import TokenBuckets, acquire
+from producers.rate_limit import FailedLogins, TokenBuckets, acquire
 
 
 def test_burst_then_refill_at_the_rate():
@@ -40,3 +41,35 @@ def test_memory_is_bounded():
 def test_rate_must_be_positive():
     with pytest.raises(ValueError):
         TokenBuckets("x", per_minute=0)
+
+
+def test_a_token_given_back_is_usable_again_but_never_above_the_burst():
+    b = TokenBuckets("user", per_minute=1, burst=1)
+    assert acquire([(b, "a")], 0).allowed and not acquire([(b, "a")], 0).allowed
+    b.give_back("a", 0)
+    assert acquire([(b, "a")], 0).allowed
+    b.give_back("a", 0)
+    b.give_back("a", 0)
+    assert acquire([(b, "a")], 0).allowed and not acquire([(b, "a")], 0).allowed
+
+
+def test_failed_logins_lock_a_user_and_an_address_and_right_passwords_cost_nothing():
+    logins = FailedLogins(per_user_per_minute=2, per_address_per_minute=3)  # 30 s and 20 s a token
+    assert logins.attempt("alice", "10.0.0.1", 0).allowed
+    logins.succeeded("alice", "10.0.0.1", 0)  # right password: as if never tried
+    assert logins.attempt("alice", "10.0.0.1", 0).allowed  # wrong
+    assert logins.attempt("alice", "10.0.0.2", 0).allowed  # wrong, from elsewhere
+    refused = logins.attempt("alice", "10.0.0.3", 0)
+    assert not refused.allowed and refused.limited_by == "user" and refused.retry_after_s == pytest.approx(30)
+    assert logins.attempt("alice", "10.0.0.3", 30.1).allowed
+    assert logins.attempt("bob", "10.0.0.1", 0).allowed and logins.attempt("carol", "10.0.0.1", 0).allowed
+    refused = logins.attempt("dave", "10.0.0.1", 0)  # a fourth failure from 10.0.0.1 within the burst
+    assert not refused.allowed and refused.limited_by == "address"
+
+
+def test_overlong_usernames_share_a_bounded_key():
+    logins = FailedLogins(per_user_per_minute=1, per_address_per_minute=100)
+    long_name = "x" * 10_000
+    assert logins.attempt(long_name, "a", 0).allowed
+    assert not logins.attempt(long_name, "b", 0).allowed
+    assert all(len(key) <= 128 for key in logins.per_user._buckets)

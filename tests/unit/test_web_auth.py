@@ -1,9 +1,23 @@
-"""Password and API-key verification of the web API."""
+"""Password and API-key verification of the web API, and the bounded pool that hashes passwords
+off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import pytest
+
 from callback.reference import ReferenceData
-from producers.auth import UserDirectory, api_key_digest, hash_password, verify_password
+from producers.auth import (
+    HashPool,
+    HashPoolBusy,
+    UserDirectory,
+    api_key_digest,
+    default_hash_threads,
+    hash_password,
+    verify_password,
+)
 from schemas.reference import User
 
 
@@ -63,3 +77,52 @@ def test_directory_sync_copies_the_view_only_when_it_changed():
         other.apply_model("config.users", user_id, User(user_id=user_id, name="O", tariff_id="t"))
     assert other.version == data.version
     assert d.sync(other) is True and d.by_api_key("k1") is None, "another view at the same version"
+
+
+def test_the_hash_pool_refuses_at_once_past_its_bound_and_frees_slots_when_hashes_end():
+    pool = HashPool(threads=1, max_in_flight=2)
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(value: int) -> int:
+        started.set()
+        assert release.wait(10)
+        return value * 2
+
+    async def run() -> None:
+        loop_thread = threading.current_thread()
+        first = asyncio.ensure_future(pool.run(slow, 1))
+        second = asyncio.ensure_future(pool.run(slow, 2))  # waits for the one thread
+        await asyncio.sleep(0)
+        assert pool.in_flight == 2
+        with pytest.raises(HashPoolBusy):
+            await pool.run(slow, 3)
+        assert await asyncio.to_thread(started.wait, 5)
+        # a caller that gives up does not free its slot while its hash still runs
+        first.cancel()
+        await asyncio.sleep(0.05)
+        assert pool.in_flight == 2
+        with pytest.raises(HashPoolBusy):
+            await pool.run(slow, 4)
+        release.set()
+        assert await second == 4
+        for _ in range(100):
+            if pool.in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.in_flight == 0
+        assert await pool.run(lambda: threading.current_thread() is not loop_thread)
+
+    try:
+        asyncio.run(run())
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_hash_pool_bounds_are_checked():
+    assert 1 <= default_hash_threads() <= 4
+    with pytest.raises(ValueError):
+        HashPool(threads=0)
+    with pytest.raises(ValueError):
+        HashPool(threads=2, max_in_flight=1)
