@@ -8,15 +8,29 @@ Every producer partitions keys with ``murmur2_random``, the Java client's hash, 
 aiokafka (and so the Faust processors) uses. librdkafka's default (CRC32) would put most keys on
 another partition than the processors' own sends, and a callback's initiation, PBX events and timer
 ticks must meet on the one partition whose worker owns the session.
+
+librdkafka's own log goes through ``logging`` (logger ``librdkafka``), never straight to stderr:
+WARNING and above only, and each condition (e.g. "connect to 127.0.0.1:9092 failed: Connection
+refused") once per ``LOG_REPEAT_S`` however often the library repeats it. A broker that is down
+therefore costs one log line, not one every 50 ms. The library hands its log over when the client
+is polled, so a client nobody polls logs nothing.
+
+``check_reachable`` is for one-shot commands (``callback quote``, ``config load``, ``topics``): it
+says in one line, within seconds, that Kafka does not answer at the configured address, instead of
+letting a client retry for its full timeout.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
+import socket
+import threading
+import time
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from callback.settings import get_settings
 from schemas.envelope import DeadLetter
@@ -24,15 +38,133 @@ from schemas.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
+#: a condition librdkafka keeps reporting is logged again after this long (it may have cleared and
+#: come back; a process that runs for days should say so)
+LOG_REPEAT_S = 300.0
+#: what varies between two reports of the same condition: timings and repeat counters
+_LOG_NOISE = re.compile(
+    r"\s*\((?:after \d+ms in state \w+)?(?:, )?(?:\d+ identical error\(s\) suppressed)?\)|\d+ms"
+)
+
+
+class OncePerCondition(logging.Filter):
+    """Passes a librdkafka log record only the first time its condition is seen within ``repeat_s``.
+
+    A condition is the facility plus the message without its timings and counters; the client's
+    name is left out, so the consumer and the producer of one process failing to reach the same
+    broker are one condition."""
+
+    def __init__(self, repeat_s: float = LOG_REPEAT_S, capacity: int = 1000) -> None:
+        super().__init__()
+        self.repeat_s = repeat_s
+        self.capacity = capacity
+        self._seen: dict[tuple[int, str], float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def condition(record: logging.LogRecord) -> str:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) == 3:  # confluent-kafka logs ("%s [%s] %s", facility, client name, message)
+            facility, _client, message = args
+            return f"{facility} {_LOG_NOISE.sub('', str(message))}"
+        return _LOG_NOISE.sub("", record.getMessage())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, self.condition(record))
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last < self.repeat_s:
+                return False
+            self._seen[key] = now
+            if len(self._seen) > self.capacity:  # bounded: forget the oldest conditions
+                for old in sorted(self._seen, key=self._seen.__getitem__)[: len(self._seen) // 2]:
+                    del self._seen[old]
+        return True
+
+
+#: every client's librdkafka log: WARNING and above, each condition once per LOG_REPEAT_S
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+LIBRDKAFKA_LOG.setLevel(logging.WARNING)
+LIBRDKAFKA_LOG.addFilter(OncePerCondition())
+
+#: for probes whose failure is reported by the caller in its own words
+_SILENT = logging.getLogger("librdkafka.probe")
+_SILENT.disabled = True
+
 
 def base_config() -> dict[str, Any]:
     kafka = get_settings().kafka
     conf: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
+        "logger": LIBRDKAFKA_LOG,
     }
     conf.update(kafka.extra)
     return conf
+
+
+class KafkaUnreachable(Exception):
+    """Kafka does not answer at the configured address; the message is one line with what to do."""
+
+    def __init__(self, bootstrap: str, detail: str, hint: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.detail = detail
+        self.hint = hint or UNREACHABLE_HINT
+        super().__init__(f"Kafka is unreachable at {bootstrap} ({detail}): {self.hint}")
+
+
+UNREACHABLE_HINT = (
+    "start the local stack with `callback stack up`, or point the settings at your cluster "
+    "(CALLBACK_KAFKA__BOOTSTRAP_SERVERS or kafka.bootstrap_servers in CALLBACK_SETTINGS_FILE)"
+)
+
+
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """(host, port) of each ``host:port`` in a bootstrap list (``PLAINTEXT://`` and ``[v6]`` allowed)."""
+    out = []
+    for item in bootstrap.split(","):
+        item = item.strip().rpartition("://")[2]
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = item, "9092"
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def check_reachable(timeout_s: float = 5.0, hint: str | None = None) -> None:
+    """Raise ``KafkaUnreachable`` unless a broker of the settings answers metadata within ``timeout_s``.
+
+    First a plain TCP connect to each bootstrap address (a refused or unresolvable address fails at
+    once), then a metadata request with the configured security settings, so a broker that accepts
+    the connection but not our protocol or credentials is reported too. Silent: the caller reports.
+    """
+    bootstrap = get_settings().kafka.bootstrap_servers
+    addresses = bootstrap_addresses(bootstrap)
+    if not addresses:
+        raise KafkaUnreachable(bootstrap or "''", "no bootstrap address configured", hint)
+    problems = []
+    for host, port in addresses:
+        try:
+            socket.create_connection((host, port), timeout=min(timeout_s, 3.0)).close()
+            break
+        except OSError as exc:
+            problems.append((exc.strerror or str(exc) or type(exc).__name__).lower().rstrip("."))
+    else:
+        raise KafkaUnreachable(bootstrap, "; ".join(dict.fromkeys(problems)), hint)
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(base_config() | {"logger": _SILENT})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        detail = error.str() if hasattr(error, "str") else str(error)
+        raise KafkaUnreachable(
+            bootstrap, f"no answer to a metadata request within {timeout_s:g} s: {detail}", hint
+        ) from None
 
 
 def producer_config(transactional_id: str | None = None, **overrides: Any) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Values come, highest first, from environment variables (``CALLBACK_...``), then 
 YAML file named by ``CALLBACK_SETTINGS_FILE``, then from the defaults below, which point at the
 embedded local stack on 127.0.0.1. A carrier points the pipeline at their own clusters with e.g.
 ``CALLBACK_KAFKA__BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092``.
+
+Secrets live here, not in the carrier's reference data: the AMI secret of each PBX is
+``ami.secrets.<server_id>`` (settings YAML) or ``CALLBACK_AMI__SECRETS__<SERVER_ID>`` (environment),
+read only by the processes that log in to a PBX (``callback producer``, ``callback originator``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +97,32 @@ class ProcessorsSettings(BaseModel):
     timeouts: SessionTimeouts = Field(default_factory=SessionTimeouts)
 
 
+class AmiSettings(BaseModel):
+    """How the AMI side logs in to each PBX (Callback Server); the server's address, user and
+    dialplan contexts come from ``config.servers`` (or the carrier file), never its secret."""
+
+    #: server_id -> AMI secret (manager.conf). From the environment the server id is the rest of the
+    #: variable name, e.g. ``CALLBACK_AMI__SECRETS__PBX1=...`` for ``pbx1``; environment names are
+    #: case-insensitive, so ids are matched without regard to case when no exact match exists.
+    secrets: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        """``secret: 1234`` in YAML is a number; a secret is the text as written."""
+        if isinstance(value, dict):
+            return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items() if v is not None}
+        return value
+
+    def secret_for(self, server_id: str) -> str | None:
+        """The secret of ``server_id``, or None when these settings have none for it."""
+        if server_id in self.secrets:
+            return self.secrets[server_id]
+        folded = server_id.casefold()
+        matches = [v for k, v in self.secrets.items() if k.casefold() == folded]
+        return matches[0] if len(matches) == 1 else None
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by CALLBACK_SETTINGS_FILE, if any."""
 
@@ -117,6 +147,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     processors: ProcessorsSettings = Field(default_factory=ProcessorsSettings)
+    ami: AmiSettings = Field(default_factory=AmiSettings)
     log_level: str = "INFO"
 
     @classmethod

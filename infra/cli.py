@@ -25,11 +25,22 @@ R = TypeVar("R")
 def _user_errors() -> tuple[type[Exception], ...]:
     from confluent_kafka import KafkaException
 
+    from callback.kafka_io import KafkaUnreachable
     from infra.migrate import MigrationError
     from infra.stack import StackError
     from infra.topics import TopicError
 
-    return StackError, MigrationError, TopicError, KafkaException
+    return StackError, MigrationError, TopicError, KafkaException, KafkaUnreachable
+
+
+def _kafka_admin_config() -> dict:
+    """settings.kafka as an admin client config, after checking (in seconds, one line if not) that
+    Kafka answers there; librdkafka's own log goes through logging (``callback.kafka_io``)."""
+    from callback.kafka_io import LIBRDKAFKA_LOG, check_reachable
+    from infra.topics import admin_config
+
+    check_reachable()
+    return {**admin_config(get_settings().kafka), "logger": LIBRDKAFKA_LOG}
 
 
 def _one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -141,9 +152,9 @@ def topics_apply(
     )] = -1,
 ) -> None:
     """Create missing catalogue topics and set their catalogued configs."""
-    from infra.topics import admin_config, apply_catalogue
+    from infra.topics import apply_catalogue
 
-    report = apply_catalogue(admin_config(get_settings().kafka), replication_factor=replication_factor)
+    report = apply_catalogue(_kafka_admin_config(), replication_factor=replication_factor)
     for name in report.created:
         typer.echo(f"created  {name}")
     for name, diff in report.altered.items():
@@ -157,10 +168,10 @@ def topics_list() -> None:
     """Topics on the cluster with partitions and cleanup policy; flags catalogue topics that are missing."""
     from confluent_kafka.admin import AdminClient
 
-    from infra.topics import admin_config, current_configs, existing_topics
+    from infra.topics import current_configs, existing_topics
     from schemas.topics import BY_NAME
 
-    admin = AdminClient(admin_config(get_settings().kafka))
+    admin = AdminClient(_kafka_admin_config())
     topics = existing_topics(admin)
     configs = current_configs(admin, sorted(topics))
     typer.echo(f"{'topic':<28} {'partitions':>10}  {'cleanup':<8} catalogue")

@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bench import load_average, machine
-from producers.testing import CliProcess
+from producers.testing import CliProcess, ami_secret_env
 
 log = logging.getLogger(__name__)
 
@@ -568,7 +568,6 @@ def carrier(tag: str, server: str, host: str, port: int, did: str, anis: list[st
                 "ami_host": host,
                 "ami_port": port,
                 "ami_username": "callback",
-                "ami_secret": "callback",
             }
         ],
         "tariffs": [
@@ -702,6 +701,7 @@ class Rig:
                 "latest",
             ],
             self.tmp / f"originator{n}.log",
+            env=ami_secret_env(self.server),
         )
 
     def pids(self) -> dict[str, int | None]:

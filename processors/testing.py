@@ -22,7 +22,7 @@ from typing import Any
 
 from infra.pbx_sim.scenario import parse_scenario
 from producers.ami_translate import initiation_callback_id
-from producers.testing import CliProcess, KafkaTail, SimulatorThread, free_port, wait_until
+from producers.testing import CliProcess, KafkaTail, SimulatorThread, ami_secret_env, free_port, wait_until
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig
 from schemas.publish import publish_config
@@ -87,7 +87,6 @@ class CallbackRig:
                 "ami_host": self.sim.host,
                 "ami_port": self.sim.port,
                 "ami_username": "callback",
-                "ami_secret": "callback",
             }
         ]
         self.config = CarrierConfig.model_validate(data)
@@ -104,6 +103,7 @@ class CallbackRig:
             self.originator = CliProcess(
                 ["originator", "--journal", str(tmp / "originator.journal"), "--group", f"orig-{self.tag}"],
                 tmp / "originator.log",
+                env=ami_secret_env(self.server),
             )
             self.producer = CliProcess(
                 ["producer", "--pbx", self.server, "--host", self.sim.host, "--port", str(self.sim.port),

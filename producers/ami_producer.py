@@ -12,6 +12,14 @@ resets it on login, so a restarting PBX is not hammered and a flapping link reco
 Asterisk emits while no session is connected are not replayed by AMI: the log says when the gap
 started and ended so an operator can reconcile (CDRs on the PBX side).
 
+Malformed AMI messages: panoramisk's protocol raises on a message that repeats a header it reads as
+one string (two ``Event:`` lines, two ``ActionID:``), and an exception out of ``data_received`` makes
+asyncio close the connection: the other events of the same read are lost and the producer
+reconnects. ``GuardedAmiProtocol`` parses and handles each message on its own; a malformed one (a
+header that must be single repeated, neither ``Event`` nor ``Response``, or one whose handling
+raises) goes to ``dlq.pbx.events`` with its raw text (``error_kind`` ``malformed_ami``), and the
+messages around it are handled as usual on the same connection.
+
 Access numbers come from ``config.dids`` (read at start, then followed), the ``--config`` YAML, or
 ``--dids`` (tests). Only DIDs pinned to this PBX, or not pinned at all, count.
 """
@@ -19,16 +27,20 @@ Access numbers come from ``config.dids`` (read at start, then followed), the ``-
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
 from pydantic import BaseModel
 
 from producers.ami_fields import header
@@ -67,14 +79,106 @@ class ProducerOptions:
     drain_timeout_s: float = 30.0
 
 
-class BackoffManager(Manager):
-    """panoramisk Manager whose reconnect delay doubles while the PBX is away, reset by a login."""
+EOL = "\r\n"
+BANNER = "Asterisk Call Manager/"
+#: headers an AMI message carries at most once: panoramisk reads the first four as one string (a
+#: repeat makes it raise), and a channel is identified by the other two; which one is meant when a
+#: message has two cannot be guessed
+SINGLE_HEADERS = ("event", "response", "actionid", "commandid", "uniqueid", "linkedid")
+_HAS_BODY = ("Response: Follows", "Response: Fail")
+#: (raw text of the message, what is wrong with it)
+OnMalformed = Callable[[str, str], None]
 
-    def __init__(self, *, backoff_min_s: float = 1.0, backoff_max_s: float = 30.0, **config: Any) -> None:
+
+def malformed_reason(block: str) -> str | None:
+    """What makes one AMI message (its text between blank lines) unusable, or None when it is fine."""
+    lines = block.split(EOL)
+    if lines[0].startswith(_HAS_BODY):
+        lines = lines[:-1]  # the last line is a command's output, not a header
+    counts: dict[str, int] = {}
+    for line in lines:
+        name, sep, _value = line.partition(": ")
+        if sep and name.lower() in SINGLE_HEADERS:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    repeated = [name for name in SINGLE_HEADERS if counts.get(name, 0) > 1]
+    if repeated:
+        return "repeated header " + ", ".join(f"{name!r} ({counts[name]} times)" for name in repeated)
+    if not counts.get("event") and not counts.get("response"):
+        return "neither an Event nor a Response header"
+    return None
+
+
+class GuardedAmiProtocol(AMIProtocol):
+    """panoramisk's AMI protocol with every message parsed and handled on its own.
+
+    Same framing as panoramisk (messages end with a blank line; the banner precedes the first), but a
+    malformed message is handed to the manager's ``on_malformed(raw, reason)`` instead of raising out
+    of ``data_received`` (which closes the connection and drops the rest of the read). Bytes are
+    decoded incrementally, so a character split between two reads is not lost."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._decoder: tuple[str, codecs.IncrementalDecoder] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        encoding = getattr(self, "encoding", "ascii")  # the manager sets it once connected
+        if self._decoder is None or self._decoder[0] != encoding:
+            self._decoder = (encoding, codecs.getincrementaldecoder(encoding)("ignore"))
+        text = self._decoder[1].decode(data)
+        if self.version is None and text.startswith(BANNER):
+            self.version = text.partition(EOL)[0].partition("/")[2].strip()
+            self.log.info("protocol version: '%s'", self.version)
+        if self.queue:
+            text = self.queue.popleft() + text
+        blocks = text.split(EOL + EOL)
+        self.queue.append(blocks.pop(-1))
+        for block in blocks:
+            self.handle_block(block.strip())
+
+    def handle_block(self, block: str) -> None:
+        if block.startswith(BANNER):
+            block = block.partition(EOL)[2].strip()
+        if not block:
+            return
+        reason = malformed_reason(block)
+        message = Message.from_line(block) if reason is None else None
+        if message is None:
+            self._malformed(block, reason or "no header panoramisk can read")
+            return
+        try:
+            self.handle_message(message)
+        except Exception as exc:  # a message panoramisk cannot handle must not cost the connection
+            self.log.exception("handling an AMI message failed")
+            self._malformed(block, f"handling it failed: {type(exc).__name__}: {exc}")
+
+    def _malformed(self, block: str, reason: str) -> None:
+        report: OnMalformed | None = getattr(self.factory, "on_malformed", None)
+        if report is None:
+            self.log.warning("malformed AMI message dropped (%s): %r", reason, block[:500])
+        else:
+            report(block, reason)
+
+
+class BackoffManager(Manager):
+    """panoramisk Manager whose reconnect delay doubles while the PBX is away, reset by a login.
+
+    Its connections use ``GuardedAmiProtocol``: ``on_malformed(raw, reason)`` receives every
+    malformed message (None: logged and dropped)."""
+
+    def __init__(
+        self,
+        *,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        on_malformed: OnMalformed | None = None,
+        **config: Any,
+    ) -> None:
+        config.setdefault("protocol_factory", GuardedAmiProtocol)
         super().__init__(reconnect_timeout=1, **config)
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.reconnect_timeout = backoff_min_s
+        self.on_malformed = on_malformed
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         task = super().connect(*args, **kwargs)
@@ -155,6 +259,37 @@ class AmiProducer:
             Pending(dead_letter_topic(PBX_EVENTS.name), key, letter.to_bytes(), f"dlq {reject.reason}")
         )
 
+    def on_malformed(self, raw: str, reason: str) -> None:
+        """A message the PBX sent that is not valid AMI: dead-lettered with its raw text."""
+        AMI_EVENTS_READ.labels(self.pbx_id).inc()
+        AMI_REJECTED.labels(self.pbx_id, "malformed_ami").inc()
+        log.warning("malformed AMI message from %s dead-lettered: %s", self.pbx_id, reason)
+        fields: dict[str, list[str]] = {}
+        for line in raw.split(EOL):
+            name, sep, value = line.partition(": ")
+            if sep:
+                fields.setdefault(name.lower(), []).append(value.strip())
+
+        def single(name: str) -> str | None:
+            values = fields.get(name, [])
+            return values[0] if len(values) == 1 and values[0] else None
+
+        letter = DeadLetter(
+            source=f"ami/{self.pbx_id}",
+            source_topic=PBX_EVENTS.name,
+            reason=f"malformed AMI message: {reason}",
+            error_kind="malformed_ami",
+            value_b64=_b64(raw.encode()),
+            details={"pbx_id": self.pbx_id, "event": fields.get("event", []), "raw": raw[:2000]},
+        )
+        key = single("linkedid") or single("uniqueid") or self.pbx_id
+        self.outbox.put(
+            Pending(
+                dead_letter_topic(PBX_EVENTS.name), key, letter.to_bytes(), f"dlq malformed AMI ({reason})"
+            )
+        )
+        AMI_BUFFERED.labels(self.pbx_id).set(len(self.outbox))
+
     def _delivered(self, item: Pending) -> None:
         AMI_RECORDS_PUBLISHED.labels(self.pbx_id, item.topic).inc()
         AMI_BUFFERED.labels(self.pbx_id).set(len(self.outbox))
@@ -173,6 +308,7 @@ class AmiProducer:
             ping_delay=5,
             ping_interval=5,
             backoff_max_s=self.options.backoff_max_s,
+            on_malformed=self.on_malformed,
             on_login=self._on_login,
             on_disconnect=self._on_disconnect,
             log=logging.getLogger(f"ami.{self.pbx_id}"),

@@ -52,7 +52,15 @@ def producer(
     host: Annotated[str | None, typer.Option("--host", envvar="CALLBACK_AMI_HOST")] = None,
     port: Annotated[int | None, typer.Option("--port", envvar="CALLBACK_AMI_PORT")] = None,
     username: Annotated[str | None, typer.Option("--username", envvar="CALLBACK_AMI_USERNAME")] = None,
-    secret: Annotated[str | None, typer.Option("--secret", envvar="CALLBACK_AMI_SECRET")] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            "--secret",
+            envvar="CALLBACK_AMI_SECRET",
+            help="AMI secret of this PBX (default: ami.secrets.<pbx> of the settings)",
+            show_envvar=True,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     dids: Annotated[str | None, typer.Option("--dids", help=_DIDS_HELP)] = None,
     metrics_port: MetricsOpt = 0,
@@ -121,6 +129,31 @@ def web(
     ] = None,
     user_rate: Annotated[float, typer.Option("--user-rate", help="requests per minute per user")] = 6.0,
     number_rate: Annotated[float, typer.Option("--number-rate", help="requests per minute per number")] = 3.0,
+    min_number_digits: Annotated[
+        int, typer.Option("--min-number-digits", min=1, help="shortest callback number accepted, in digits")
+    ] = 6,
+    emergency_numbers: Annotated[
+        str | None,
+        typer.Option(
+            "--emergency-numbers",
+            help="comma-separated numbers never called back, alone or after a country code; replaces "
+            "the built-in list (112, 911, 999, 000, 08, 110, 118, 119 and national ones: README); "
+            "'' for none",
+        ),
+    ] = None,
+    login_failures_per_user: Annotated[
+        float, typer.Option("--login-failures-per-user", help="wrong passwords per minute per username")
+    ] = 10.0,
+    login_failures_per_address: Annotated[
+        float,
+        typer.Option("--login-failures-per-address", help="wrong passwords per minute per client address"),
+    ] = 30.0,
+    hash_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--hash-threads", min=1, help="threads checking passwords (default: half the CPUs, 1 to 4)"
+        ),
+    ] = None,
 ) -> None:
     """The web callback API: POST /v1/callbacks -> callback.requests."""
     if export_openapi is not None:
@@ -129,8 +162,15 @@ def web(
         export_openapi.write_text(render_openapi())
         typer.echo(str(export_openapi))
         return
-    from producers.web import WebOptions, run_web
+    from producers.web import DEFAULT_EMERGENCY_NUMBERS, NumberPolicy, WebOptions, run_web
 
+    emergency = DEFAULT_EMERGENCY_NUMBERS if emergency_numbers is None else tuple(_split(emergency_numbers))
+    try:
+        NumberPolicy.of(min_number_digits, emergency)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--emergency-numbers") from None
+    if login_failures_per_user <= 0 or login_failures_per_address <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--login-failures-per-user/-address")
     raise typer.Exit(
         run_web(
             WebOptions(
@@ -139,6 +179,11 @@ def web(
                 config_file=config,
                 user_per_minute=user_rate,
                 number_per_minute=number_rate,
+                min_number_digits=min_number_digits,
+                emergency_numbers=emergency,
+                failed_logins_per_user=login_failures_per_user,
+                failed_logins_per_address=login_failures_per_address,
+                hash_threads=hash_threads,
             )
         )
     )

@@ -30,6 +30,11 @@ settings (``processors.caller_id.fallback_caller_id``).
 
 Panoramisk re-sends actions that were queued while disconnected; every action here is marked
 "forgettable" so it never does (a re-send after an ambiguous loss could ring twice).
+
+Secrets: a PBX's address and user come from ``config.servers`` (or ``--config``), its AMI secret
+from this process's settings, ``ami.secrets.<server_id>`` (``CALLBACK_AMI__SECRETS__<ID>``), or, with
+``--config``, from the deprecated ``ami_secret`` of the file. A command for a PBX without a secret
+is reported ``command.failed`` (``no_secret``), like an unreachable one.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from producers.metrics import (
     COMMANDS_READ,
     COMMANDS_SKIPPED_DUPLICATE,
 )
+from producers.reference_data import MissingAmiSecret, ami_secret_for
 from schemas.envelope import utc_now
 from schemas.pbx_commands import Originate, PbxCommand, PbxCommandRecord
 from schemas.pbx_events import CommandFailed
@@ -87,11 +93,19 @@ class OriginatorOptions:
 
 class AmiPool:
     """One logged-in panoramisk Manager per Callback Server, connected on first use and kept connected
-    (panoramisk reconnects by itself; we only read whether it is logged in)."""
+    (panoramisk reconnects by itself; we only read whether it is logged in).
 
-    def __init__(self) -> None:
+    ``legacy_secrets``: the ``ami_secret`` entries of a ``--config`` file, used only for a PBX the
+    settings have no secret for (``producers.reference_data.ami_secret_for``)."""
+
+    def __init__(self, legacy_secrets: dict[str, str] | None = None, legacy_source: str = "") -> None:
         self.servers: dict[str, CallbackServer] = {}
         self._managers: dict[str, Manager] = {}
+        self.legacy_secrets = dict(legacy_secrets or {})
+        self.legacy_source = legacy_source
+
+    def secret(self, server_id: str) -> str | None:
+        return ami_secret_for(server_id, self.legacy_secrets, self.legacy_source)
 
     def update(self, server: CallbackServer) -> None:
         old = self.servers.get(server.server_id)
@@ -102,7 +116,8 @@ class AmiPool:
 
     async def manager(self, server_id: str, wait_s: float) -> Manager | None:
         server = self.servers.get(server_id)
-        if server is None:
+        secret = self.secret(server_id)
+        if server is None or secret is None:
             return None
         manager = self._managers.get(server_id)
         if manager is None:
@@ -111,7 +126,7 @@ class AmiPool:
                 host=server.ami_host,
                 port=server.ami_port,
                 username=server.ami_username,
-                secret=server.ami_secret,
+                secret=secret,
                 events="off",
                 reconnect_timeout=1,
                 ping_delay=5,
@@ -212,6 +227,9 @@ class Originator:
         server_id = cmd.server_id
         if server_id not in self.pool.servers:
             await self._refuse(cmd, msg, f"Callback Server {server_id!r} is not configured", "unknown_server")
+            return
+        if self.pool.secret(server_id) is None:
+            await self._refuse(cmd, msg, str(MissingAmiSecret(server_id)), "no_secret")
             return
         manager = await self.pool.manager(server_id, self.options.connect_wait_s)
         if manager is None:
@@ -391,6 +409,8 @@ async def _follow_reference(options: OriginatorOptions, pool: AmiPool) -> tuple[
         from producers.reference_data import load_config
 
         config = load_config(options.config_file)
+        pool.legacy_secrets = config.legacy_ami_secrets
+        pool.legacy_source = str(options.config_file)
         for server in config.servers:
             pool.update(server)
         return (lambda: config.callback_settings), []
@@ -445,6 +465,9 @@ async def _run(options: OriginatorOptions) -> int:
         ", ".join(sorted(pool.servers)) or "(from config.servers)",
         options.group_id,
     )
+    for server_id in sorted(pool.servers):
+        if pool.secret(server_id) is None:
+            log.error("%s; its commands will be reported failed", MissingAmiSecret(server_id))
     originator.report_dangling()
     await originator._flush()
 

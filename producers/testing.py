@@ -329,30 +329,42 @@ class AmiClient:
         self.loops.close()
 
 
+def ami_secret_env(server_id: str, secret: str = "callback") -> dict[str, str]:
+    """The environment that gives ``callback producer`` / ``originator`` the AMI secret of one PBX
+    (``ami.secrets.<server_id>`` of the settings), for ``CliProcess(..., env=...)``."""
+    return {f"CALLBACK_AMI__SECRETS__{server_id.upper()}": secret}
+
+
 def carrier_config_for(
-    path: Path, servers: dict[str, tuple[str, int]], secret: str = "callback", base: Path | None = None
+    path: Path,
+    servers: dict[str, tuple[str, int]],
+    secret: str = "callback",
+    base: Path | None = None,
+    *,
+    secret_in_file: bool = True,
 ) -> Path:
-    """The example carrier YAML with its servers pointed at test PBXes: {server_id: (host, port)}."""
+    """The example carrier YAML with its servers pointed at test PBXes: {server_id: (host, port)}.
+
+    ``secret_in_file`` writes each server's ``ami_secret`` into the file, the deprecated way a
+    ``--config`` process still accepts; without it the processes need ``ami_secret_env``."""
     import yaml
 
     data = yaml.safe_load((base or REPO_ROOT / "examples" / "carrier.yaml").read_text())
     kept = []
     for server in data["servers"]:
+        server.pop("ami_secret", None)
         if server["server_id"] in servers:
             server["ami_host"], server["ami_port"] = servers[server["server_id"]]
-            server["ami_username"], server["ami_secret"] = "callback", secret
+            server["ami_username"] = "callback"
             kept.append(server)
     for server_id, (host, port) in servers.items():
         if server_id not in {s["server_id"] for s in kept}:
             kept.append(
-                {
-                    "server_id": server_id,
-                    "ami_host": host,
-                    "ami_port": port,
-                    "ami_username": "callback",
-                    "ami_secret": secret,
-                }
+                {"server_id": server_id, "ami_host": host, "ami_port": port, "ami_username": "callback"}
             )
+    if secret_in_file:
+        for server in kept:
+            server["ami_secret"] = secret
     data["servers"] = kept
     ids = {s["server_id"] for s in kept}
     data["callback_settings"]["callback_server_id"] = kept[0]["server_id"]

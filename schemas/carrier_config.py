@@ -1,7 +1,15 @@
 """A carrier's configuration file: the whole reference data in one YAML document.
 
 ``load_carrier_config`` validates it (types, ranges, and references between entities) and reports
-every problem with the file, line and field path, so a carrier's engineer fixes the right line.
+every problem with the file, line and field path, so a carrier's engineer fixes the right line. A file
+that is not UTF-8, or that repeats a key in a mapping (YAML would silently keep the last one), is
+refused the same way, with the line.
+
+AMI secrets are not reference data: they belong in the settings of the processes that log in to a
+PBX (``ami.secrets.<server_id>``, see ``callback.settings``). A server entry may still carry
+``ami_secret`` (files written before): it is accepted, kept only in ``legacy_ami_secrets`` for a
+``--config`` producer or originator of this file, and never published (``records`` yields the
+servers without it; ``callback config load`` warns).
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from schemas.envelope import Record
 from schemas.reference import (
@@ -47,6 +55,27 @@ class CarrierConfig(Record):
     cards: list[CallingCard] = Field(default_factory=list)
     dialplans: list[CallbackDialPlan] = Field(min_length=1)
     dids: list[Did] = Field(min_length=1)
+    #: server_id -> ``ami_secret`` written in the file itself (deprecated; never published)
+    _legacy_ami_secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_legacy_secrets(cls, data: Any, handler: Any) -> CarrierConfig:
+        """``servers[].ami_secret`` of an older file: set aside (``CallbackServer`` drops it)."""
+        secrets: dict[str, str] = {}
+        if isinstance(data, dict) and isinstance(data.get("servers"), list):
+            for server in data["servers"]:
+                if isinstance(server, dict) and server.get("ami_secret") is not None:
+                    secrets[str(server.get("server_id"))] = str(server["ami_secret"])
+        config = handler(data)
+        if isinstance(data, dict):  # not when re-validating a CarrierConfig: it keeps its own
+            config._legacy_ami_secrets = secrets
+        return config
+
+    @property
+    def legacy_ami_secrets(self) -> dict[str, str]:
+        """server_id -> the AMI secret the file still carries (``ami_secret``, deprecated)."""
+        return dict(self._legacy_ami_secrets)
 
     @model_validator(mode="after")
     def _references(self) -> CarrierConfig:
@@ -199,6 +228,16 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
+    def summary(self, shown: int = 5) -> str:
+        """Every problem (the first ``shown`` of them) on one line, for a command's one-line error."""
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        file = self.problems[0].file if self.problems else "configuration"
+        text = "; ".join(str(p) for p in self.problems[:shown])
+        more = len(self.problems) - shown
+        tail = f"; and {more} more (`callback config load --dry-run {file}` lists them)" if more > 0 else ""
+        return f"{file}: {len(self.problems)} problems: {text}{tail}"
+
 
 def _node_line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """1-based line of the deepest YAML node that ``loc`` reaches (the bad field, or its parent)."""
@@ -221,6 +260,34 @@ def _node_line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None
     return line
 
 
+def _duplicate_keys(root: yaml.Node | None, file: str) -> list[ConfigProblem]:
+    """A key written twice in one mapping: YAML keeps the last silently, so one of them would be
+    ignored without anybody knowing which; every repetition is a problem at its own line."""
+    problems: list[ConfigProblem] = []
+    pending: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                where = f"{path}.{key}" if path else key
+                if key != "<<" and key in first:
+                    problems.append(
+                        ConfigProblem(
+                            file, line, where, f"duplicate key {key!r} (first at line {first[key]})"
+                        )
+                    )
+                else:
+                    first.setdefault(key, line)
+                pending.append((value_node, where))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                pending.append((item, f"{path}.{i}" if path else str(i)))
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
 def _path_from_message(message: str) -> tuple[str, tuple[str | int, ...], str]:
     """Our cross-reference messages start with a dotted path; split it off so it can be located."""
     head, sep, rest = message.partition(": ")
@@ -234,11 +301,22 @@ def load_carrier_config(path: str | Path) -> CarrierConfig:
     """Parse and validate a carrier YAML file; raise ``ConfigError`` listing every problem with its line."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc.strerror}")]) from exc
     try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start : exc.start + 1].hex()
+        message = f"not UTF-8 text: byte 0x{byte} at column {column} (save the file as UTF-8)"
+        raise ConfigError([ConfigProblem(file, line, "", message)]) from None
+    try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        duplicates = _duplicate_keys(root, file)
+        if duplicates:
+            raise ConfigError(duplicates)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -1,4 +1,9 @@
-"""CLI: ``callback schemas export`` and ``callback config load``."""
+"""CLI: ``callback schemas export`` and ``callback config load``.
+
+``config load`` never publishes an AMI secret: a server entry that still carries ``ami_secret`` is
+loaded without it, with one warning naming the servers and where the secret belongs now (the
+settings of the producer and the originator, ``ami.secrets.<server_id>``).
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,26 @@ def export_cmd(
     """Write a JSON Schema per topic (what other teams code against)."""
     from schemas.export import export
 
-    for path in export(directory):
+    try:
+        written = export(directory)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else directory
+        reason = exc.strerror or str(exc)
+        typer.secho(f"cannot write the JSON Schemas to {directory}: {where}: {reason}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    for path in written:
         typer.echo(str(path))
+
+
+def secrets_warning(file: Path, server_ids: list[str]) -> str:
+    """The one line ``config load`` prints when the file still carries AMI secrets."""
+    ids = ", ".join(sorted(server_ids))
+    example = sorted(server_ids)[0].upper()
+    return (
+        f"warning: {file}: ami_secret of server(s) {ids} not published: AMI secrets belong in the "
+        f"settings of callback producer/originator (ami.secrets.<server_id>, e.g. "
+        f"CALLBACK_AMI__SECRETS__{example}=...); remove ami_secret from the file"
+    )
 
 
 @config_app.command("load")
@@ -36,17 +59,22 @@ def load_cmd(
         for problem in exc.problems:
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1) from None
+    if config.legacy_ami_secrets:
+        typer.secho(secrets_warning(file, list(config.legacy_ami_secrets)), fg="yellow", err=True)
     if dry_run:
         typer.echo(f"{file}: valid ({sum(1 for _ in config.records())} records)")
         return
     from confluent_kafka import KafkaException
 
+    from callback.kafka_io import check_reachable
     from schemas.publish import publish_config
 
+    check_reachable()  # one line within seconds (callback.cli) rather than 30 s of retries
     try:
         counts = publish_config(config)
     except KafkaException as exc:
-        typer.secho(f"could not publish {file}: {exc.args[0]}", fg="red", err=True)
+        error = exc.args[0]
+        typer.secho(f"could not publish {file}: {getattr(error, 'str', lambda: error)()}", fg="red", err=True)
         raise typer.Exit(1) from None
     for topic, n in sorted(counts.items()):
         typer.echo(f"{topic:28} {n:5d} records")

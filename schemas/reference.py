@@ -120,6 +120,7 @@ class User(Record):
     tariff_id: EntityId
     currency: Currency = "USD"
     prepaid: bool = True
+    #: opening balance; like every amount, within Decimal(18, 8) (schemas.envelope.Money)
     balance: Money = Decimal("0")
     credit_limit: Money = Field(default=Decimal("0"), ge=0, description="postpaid: how far below 0 it may go")
     callback_enabled: bool = True
@@ -145,9 +146,22 @@ class CallingCard(Record):
     pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$")]
     tariff_id: EntityId
     currency: Currency = "USD"
+    #: opening balance; like every amount, within Decimal(18, 8) (schemas.envelope.Money)
     balance: Money = Decimal("0")
     active: bool = True
     pinless_numbers: list[PhoneNumber] = Field(default_factory=list, description="ANIs for pinless use")
+
+
+#: The longest a leg may be billed: 7 days (604,800 s, a whole number of minutes and hours). The
+#: rater refuses to price a leg billed for longer (``unpriceable``: it goes to review), and the
+#: processors' leg-B limit never exceeds it (``rating_stream.engine.max_duration_s``).
+MAX_BILLED_S = 7 * 24 * 3600
+#: Highest rate per minute and connection fee a tariff may set. Chosen so that the most a single
+#: leg can cost, ``RATE_MAX * MAX_BILLED_S / 60 + CONNECTION_FEE_MAX`` = 1,008,100,000, fits
+#: the CDR's ``Decimal(18, 8)`` price (``schemas.envelope.MONEY_MAX``, 9,999,999,999.99999999)
+#: with room for nine such charges in one balance; far above any real tariff (dollars a minute).
+RATE_MAX = Decimal(100_000)
+CONNECTION_FEE_MAX = Decimal(100_000)
 
 
 class Rate(Record):
@@ -155,9 +169,18 @@ class Rate(Record):
 
     prefix: Prefix
     destination: str = ""
-    #: at most 8 decimal places: what the CDR store keeps (Decimal(18, 8)) without rounding it
-    rate_per_minute: Money = Field(ge=0, decimal_places=8)
-    connection_fee: Money = Field(default=Decimal("0"), ge=0, decimal_places=8)
+    #: at most 8 decimal places: what the CDR store keeps (Decimal(18, 8)) without rounding it; at
+    #: most RATE_MAX / CONNECTION_FEE_MAX, so the longest billable leg's price still fits it
+    rate_per_minute: Money = Field(
+        ge=0, le=RATE_MAX, decimal_places=8, description="per minute, 0 to 100000, at most 8 decimal places"
+    )
+    connection_fee: Money = Field(
+        default=Decimal("0"),
+        ge=0,
+        le=CONNECTION_FEE_MAX,
+        decimal_places=8,
+        description="charged once per billed leg, 0 to 100000, at most 8 decimal places",
+    )
     increment_s: Annotated[int, Field(ge=1, le=3600)] = 1
     minimal_time_s: Annotated[int, Field(ge=0, le=3600)] = 0
     grace_time_s: Annotated[int, Field(ge=0, le=3600)] = 0
@@ -207,14 +230,17 @@ class Did(Record):
 
 
 class CallbackServer(Record):
-    """A PBX reachable over AMI through which callback calls go (seed: Callback Server)."""
+    """A PBX reachable over AMI through which callback calls go (seed: Callback Server).
+
+    No AMI secret: ``config.servers`` is read by every process and kept for good, so the secret
+    lives in the settings of the processes that log in (``ami.secrets.<server_id>``). An
+    ``ami_secret`` in the input (a record published before, an older carrier file) is dropped."""
 
     server_id: EntityId
     name: str = ""
     ami_host: str
     ami_port: Annotated[int, Field(ge=1, le=65535)] = 5038
     ami_username: str
-    ami_secret: str
     originate_channel: str = Field(
         default="Local/{number}@callback-out", description="dial string template; {number} is replaced"
     )
@@ -228,3 +254,10 @@ class CallbackServer(Record):
     failed_ivr_context: str = "callback-failed-ivr"
     inbound_context: str = "from-trunk"
     kind: Literal["asterisk"] = "asterisk"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_secret(cls, data: object) -> object:
+        if isinstance(data, dict) and "ami_secret" in data:
+            return {k: v for k, v in data.items() if k != "ami_secret"}
+        return data

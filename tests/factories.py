@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from schemas.reference import CallbackSettings
@@ -25,3 +26,24 @@ def system_settings(**overrides: Any) -> CallbackSettings:
     )
     fields.update(overrides)
     return CallbackSettings(**fields)
+
+
+#: the sample carrier file every carrier-file test starts from
+SAMPLE_CARRIER = Path(__file__).resolve().parents[1] / "examples" / "carrier.yaml"
+
+
+def broken_carrier(tmp_path: Path, old: str, new: str) -> Path:
+    """The sample carrier file with its first ``old`` replaced by ``new``, written under ``tmp_path``."""
+    text = SAMPLE_CARRIER.read_text()
+    assert old in text, f"sample no longer contains {old!r}"
+    path = tmp_path / "broken.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    """The 1-based number of the first line of ``path`` that contains ``needle``."""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(needle)

@@ -32,7 +32,7 @@ from callback.kafka_io import consumer_config
 from infra.demo.scenario import DemoPlan, Kind, Planned, plan
 from infra.pbx_sim.scenario import parse_scenario
 from producers.ami_translate import initiation_callback_id
-from producers.testing import CliProcess, SimulatorThread, TcpProxy, free_port, wait_until
+from producers.testing import CliProcess, SimulatorThread, TcpProxy, ami_secret_env, free_port, wait_until
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig, load_carrier_config
 from schemas.publish import publish_config
@@ -144,6 +144,8 @@ class Pipeline:
         self.proxies = [TcpProxy(sim.host, sim.port), TcpProxy(sim.host, sim.port)]
         self.web_port = free_port()
         ami = ["--username", "callback", "--secret", "callback"]
+        #: the originator reads where the PBX listens from config.servers, its secret from settings
+        self.env = ami_secret_env(SERVER)
         self.commands: dict[str, list[str]] = {
             "processors": ["processors", "--instance", "demo", "--web-port", str(free_port())],
             "originator": ["originator", "--journal", str(journal), "--group", "callback-originator"],
@@ -186,7 +188,7 @@ class Pipeline:
     def start(self, name: str, wait: bool = True) -> None:
         n = self.restarts[name]
         self.procs[name] = CliProcess(
-            self.commands[name], self.logs / f"{name}{'-' + str(n) if n else ''}.log"
+            self.commands[name], self.logs / f"{name}{'-' + str(n) if n else ''}.log", env=self.env
         )
         if wait and self.ready_line[name]:
             try:
@@ -290,7 +292,6 @@ def execute(
                 "ami_host": sim.host,
                 "ami_port": sim.port,
                 "ami_username": "callback",
-                "ami_secret": "callback",
             }
         ]
         config = CarrierConfig.model_validate(carrier)

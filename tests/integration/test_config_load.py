@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from infra.pbx_sim.scenario import parse_scenario
+from producers.testing import CliProcess, SimulatorThread, ami_secret_env
 from schemas.reference import Tariff
-from schemas.topics import CONFIG_TARIFFS, CONFIG_TOPICS
+from schemas.topics import CONFIG_SERVERS, CONFIG_TARIFFS, CONFIG_TOPICS
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +96,65 @@ def test_broken_copy_is_refused_and_nothing_is_published(stack, tmp_path):
     bad_line = next(i for i, line in enumerate(text.splitlines(), 1) if "dialplan_id: nope" in line)
     assert f"carrier.yaml:{bad_line}:" in result.stderr
     assert _end_offsets(stack.bootstrap_servers) == before
+
+
+# --- AMI secrets stay off the topics; the config topics are read in moments ----------------------
+
+
+def _carrier_with_pbx(
+    tmp_path: Path, server: str, host: str, port: int, did: str, secret: str | None
+) -> Path:
+    """The sample plus one PBX of this test (and an access number pinned to it)."""
+    data = yaml.safe_load(SAMPLE.read_text())
+    entry = {"server_id": server, "ami_host": host, "ami_port": port, "ami_username": "callback"}
+    if secret is not None:
+        entry["ami_secret"] = secret  # how files were written before secrets moved to the settings
+    data["servers"].append(entry)
+    data["dids"].append({"number": did, "dialplan_id": "cb-ani", "pbx_id": server})
+    path = tmp_path / "carrier.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_an_ami_secret_in_the_file_is_not_published(stack, tmp_path):
+    server, secret = f"pbx-{uuid.uuid4().hex[:8]}", f"s3cr3t-{uuid.uuid4().hex[:8]}"
+    path = _carrier_with_pbx(tmp_path, server, "127.0.0.1", 5038, "2349" + str(uuid.uuid4().int)[:8], secret)
+    result = _cli("config", "load", str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "ami_secret" in line]
+    assert len(warnings) == 1 and server in warnings[0] and "not published" in warnings[0], result.stderr
+    records = _read_all(stack.bootstrap_servers, CONFIG_SERVERS.name)
+    assert server in records
+    assert b"ami_secret" not in records[server]  # (records of older runs may still carry one)
+    assert all(secret.encode() not in value for value in records.values())
+    assert json.loads(records[server])["ami_username"] == "callback"
+
+
+def test_producer_reading_the_config_topics_is_ready_within_seconds(stack, tmp_path):
+    """config load publishes in one transaction, so each config topic ends with a commit marker that
+    no record reaches; the producer used to wait 30 s per topic for it. Its endpoint comes from
+    config.servers, its access numbers from config.dids, its secret from its settings."""
+    server, did = f"pbx-{uuid.uuid4().hex[:8]}", "2349" + str(uuid.uuid4().int)[:8]
+    sim = SimulatorThread(parse_scenario({"subscribers": {}}))
+    try:
+        path = _carrier_with_pbx(tmp_path, server, sim.host, sim.port, did, None)
+        assert _cli("config", "load", str(path)).returncode == 0
+        started = time.monotonic()
+        producer = CliProcess(
+            ["producer", "--pbx", server], tmp_path / "producer.log", env=ami_secret_env(server)
+        )
+        try:
+            producer.wait_for_log("access number(s)", timeout=30)
+            ready = time.monotonic() - started
+            producer.wait_for_log("logged in", timeout=10)
+            (line,) = [
+                x for x in producer.log_text().splitlines() if f"PBX {server}: " in x and "access" in x
+            ]
+            assert line.endswith(did), line  # the one access number pinned to this PBX
+            # python start-up and imports included (about a second); it was over 60 s (2 x 30 s)
+            assert ready < 5.0, f"ready after {ready:.1f} s:\n{producer.log_text()}"
+        finally:
+            code = producer.stop()
+    finally:
+        sim.close()
+    assert code == 0, producer.log_text()[-2000:]

@@ -24,6 +24,7 @@ from producers.testing import (
     CliProcess,
     KafkaTail,
     SimulatorThread,
+    ami_secret_env,
     carrier_config_for,
     free_port,
     wait_until,
@@ -32,6 +33,8 @@ from schemas.callback import LegType
 from schemas.pbx_commands import Hangup, Originate
 
 pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SCENARIO = {
     "subscribers": {
@@ -54,7 +57,10 @@ class Rig:
         self.tmp = tmp_path
         self.sim = SimulatorThread(parse_scenario(SCENARIO))
         port = self.sim.port if server_reachable else free_port()
-        self.config = carrier_config_for(tmp_path / "carrier.yaml", {self.server: (self.sim.host, port)})
+        # no ami_secret in the file: the originator has it from its settings (ami.secrets.<server>)
+        self.config = carrier_config_for(
+            tmp_path / "carrier.yaml", {self.server: (self.sim.host, port)}, secret_in_file=False
+        )
         self.journal = tmp_path / "originator.journal"
         self.group = f"test-originator-{self.tag}"
         self.tail = KafkaTail(["pbx.events", "dlq.pbx.commands"])
@@ -94,6 +100,7 @@ class Rig:
                 self.group,
             ],
             self.tmp / f"originator{n}.log",
+            env=ami_secret_env(self.server),
         )
         self.originator.wait_for_log("assigned pbx.commands partitions", timeout=40)
         return self.originator
@@ -285,3 +292,89 @@ def test_unreachable_pbx_and_bad_commands_become_events_not_crashes(stack, tmp_p
         wait_until(lambda: rig.sim.actions("Originate") == [], 1, "no originate")
     finally:
         rig.close()
+
+
+def test_the_secret_comes_from_the_originators_settings_not_from_config_servers(stack, tmp_path):
+    """The carrier file still has ami_secret; ``callback config load`` does not publish it, so an
+    originator following config.servers without the secret in its settings reports the command
+    failed (no_secret); with ``CALLBACK_AMI__SECRETS__<ID>`` it logs in and rings."""
+    import yaml
+
+    tag = uuid.uuid4().hex[:8]
+    server = f"pbx-{tag}"
+    sim = SimulatorThread(parse_scenario(SCENARIO))
+    tail = KafkaTail(["pbx.events"])
+    kafka = Producer(producer_config())
+    processes: list[CliProcess] = []
+    try:
+        data = yaml.safe_load((REPO_ROOT / "examples" / "carrier.yaml").read_text())
+        data["servers"].append(
+            {
+                "server_id": server,
+                "ami_host": sim.host,
+                "ami_port": sim.port,
+                "ami_username": "callback",
+                "ami_secret": "callback",
+            }
+        )
+        carrier = tmp_path / "carrier.yaml"
+        carrier.write_text(yaml.safe_dump(data, sort_keys=False))
+        loaded = CliProcess(["config", "load", str(carrier)], tmp_path / "load.log")
+        loaded.proc.wait(60)
+        assert loaded.stop() == 0, loaded.log_text()
+        assert "not published" in loaded.log_text()
+
+        def originator(name: str, env: dict[str, str]) -> CliProcess:
+            journal = str(tmp_path / f"{name}.journal")
+            group = f"test-originator-{tag}"
+            process = CliProcess(
+                ["originator", "--journal", journal, "--group", group], tmp_path / f"{name}.log", env=env
+            )
+            processes.append(process)
+            process.wait_for_log("assigned pbx.commands partitions", timeout=40)
+            return process
+
+        def command(number: str, attempt: int) -> Originate:
+            cb = f"cb-{tag}-{attempt}"
+            return Originate(
+                source="test",
+                command_id=f"{cb}:originate:a:{attempt}",
+                callback_id=cb,
+                server_id=server,
+                leg=LegType.A,
+                attempt=attempt,
+                number=number,
+                channel=f"Local/{number}@callback-out",
+                context="callback-wait",
+                timeout_ms=2000,
+            )
+
+        def send(cmd: Originate) -> None:
+            kafka.produce("pbx.commands", key=cmd.callback_id.encode(), value=cmd.to_bytes())
+            kafka.flush(10)
+
+        without = originator("originator-no-secret", {})
+        assert f"no AMI secret for PBX {server}" in without.log_text()
+        first = command("37061000001", 1)
+        send(first)
+        ((_, _, failed),) = tail.wait_for(
+            lambda r: r[2].get("callback_id") == first.callback_id and r[2].get("type") == "command.failed",
+            what="the command refused for want of a secret",
+        )[:1]
+        assert f"ami.secrets.{server}" in failed["error"] and failed["outcome_unknown"] is False
+        assert sim.actions("Login") == [] and sim.actions("Originate") == []
+        without.stop()
+
+        with_secret = originator("originator-with-secret", ami_secret_env(server))
+        second = command("37061000001", 2)
+        send(second)
+        (action,) = wait_until(lambda: sim.actions("Originate"), 30, "the Originate sent with the secret")
+        assert action.get("ChannelId") == channel_id_for(second.command_id)
+        with_secret.wait_for_log(f"executed pbx.originate {second.command_id} on {server}")
+        tail.poll(1.0)
+        assert not [r for r in tail.records if r[2].get("command_id") == second.command_id], "reported failed"
+    finally:
+        for process in processes:
+            process.stop()
+        tail.close()
+        sim.close()

@@ -6,6 +6,7 @@ are filtered out.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Iterator
@@ -284,4 +285,84 @@ def test_pbx_restart_mid_call_publishes_the_cut_call_and_the_calls_after_it(stac
         )
     finally:
         producer.stop()
+        sim.close()
+
+
+# --- a malformed message among valid ones -------------------------------------------------------
+
+
+def inject(sim: SimulatorThread, data: bytes) -> int:
+    """Write ``data`` as is, in one write, to every AMI session receiving call events (the producer's):
+    what an Asterisk bug or a corrupting middlebox would put on the wire. Returns the sessions."""
+
+    def send() -> int:
+        sessions = [c for c in sim.sim._connections if c.session.wants("call")]
+        for conn in sessions:
+            conn.send(data)
+        return len(sessions)
+
+    return sim.call(send)
+
+
+def _hangup(uniqueid: str, callback_id: str) -> str:
+    return (
+        "Event: Hangup\r\nPrivilege: call,all\r\n"
+        f"Channel: PJSIP/trunk-{uniqueid}\r\nUniqueid: {uniqueid}\r\nLinkedid: {uniqueid}\r\n"
+        f"ChanVariable: CALLBACK_ID={callback_id}\r\nChanVariable: LEG=A\r\nChanVariable: ATTEMPT=1\r\n"
+        "Cause: 16\r\nCause-txt: Normal Clearing\r\n\r\n"
+    )
+
+
+def test_a_malformed_message_is_dead_lettered_and_its_neighbours_published_on_the_same_connection(
+    stack, tail, tmp_path
+):
+    """Two ``Event:`` lines in one message: panoramisk used to raise, asyncio dropped the connection
+    and the valid events read with it. Now: a dead letter with the raw text, both neighbours on
+    pbx.events, no reconnect; and the connection still carries the PBX's own events afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    before, after, later = f"cb-mf1-{tag}", f"cb-mf2-{tag}", f"cb-mf3-{tag}"
+    number = "37060000555"
+    sim = SimulatorThread(parse_scenario({"subscribers": {number: {"answer_after": 0.3, "idle_hangup": 1}}}))
+    proxy = TcpProxy(sim.host, sim.port)  # counts the producer's connections
+    producer = start_producer(tmp_path, "pbxM", "127.0.0.1", proxy.port, "2349999999997")
+    try:
+        malformed = (
+            f"Event: Newchannel\r\nEvent: Hangup\r\nChannel: PJSIP/x-{tag}\r\nUniqueid: 1700000000.{tag}\r\n"
+            "Cause: 16\r\n\r\n"
+        )
+        data = (_hangup(f"1.{tag}1", before) + malformed + _hangup(f"1.{tag}2", after)).encode()
+        assert inject(sim, data) == 1
+        published = tail.wait_for(
+            lambda r: r[0] == "pbx.events" and r[2].get("callback_id") in (before, after),
+            count=2,
+            what="the two valid hangups around the malformed message",
+        )
+        assert sorted((r[1], r[2]["type"]) for r in published) == [
+            (before, "channel.hangup"),
+            (after, "channel.hangup"),
+        ]
+        ((_, key, letter),) = tail.wait_for(
+            lambda r: r[0] == "dlq.pbx.events" and tag in r[2].get("details", {}).get("raw", ""),
+            what="the dead letter",
+        )
+        assert base64.b64decode(letter["value_b64"]).decode() == malformed.strip()
+        assert letter["error_kind"] == "malformed_ami" and "'event' (2 times)" in letter["reason"]
+        assert letter["details"]["pbx_id"] == "pbxM" and key == f"1700000000.{tag}"
+
+        # the same connection goes on: a real call's events are published, and nobody reconnected
+        client = AmiClient(sim.host, sim.port)
+        try:
+            originate(client, number, later)
+            tail.wait_for(
+                lambda r: r[2].get("callback_id") == later and r[2].get("type") == "originate.result",
+                what="an event after the malformed one",
+            )
+        finally:
+            client.close()
+        log = producer.log_text()
+        assert "AMI connection lost" not in log and "logged in again" not in log, log[-2000:]
+        assert proxy.connections == 1
+    finally:
+        assert producer.stop() == 0, producer.log_text()[-2000:]
+        proxy.close()
         sim.close()
