@@ -5,6 +5,12 @@ it, drop it as an already-charged duplicate, or reject it with a dead-letter rea
 sent anywhere here; the rater (``rater.py``) produces the outputs in one Kafka transaction and
 calls ``commit`` only after the transaction committed, so an aborted transaction leaves the
 ledger and the duplicate filter exactly as they were.
+
+Nothing one record holds can stop the batch: a leg that cannot be priced (a rate no validation
+checked, a price or balance beyond what ``Decimal(18, 8)`` holds, any arithmetic error) is
+rejected with ``unpriceable`` / ``balance_out_of_range`` and its reason, like a leg without a
+tariff, and the others are rated. Only the reference catch-up (Kafka) may raise, and then the rater
+retries the whole batch: a leg must not be dead-lettered because the broker did not answer.
 """
 
 from __future__ import annotations
@@ -143,8 +149,8 @@ class RatingBatch:
         leg_id = leg.leg_id
         result = self.result
         if leg_id in self._recent or leg_id in self._new_legs:
-            result.duplicates += 1
-            log.info("dropping redelivered leg %s: already charged", leg_id)
+            result.duplicates += 1  # the rater logs one line per batch; each one only at DEBUG
+            log.debug("dropping redelivered leg %s: already charged", leg_id)
             return None
         # A leg first published before the memory horizon may have been charged before it and
         # forgotten since: a processors worker that comes back after a long outage re-publishes its
@@ -172,10 +178,17 @@ class RatingBatch:
                 terms, q = self._price(leg, payer, payer_key)
             except RatingError as again:
                 return Rejected(again.kind, again.reason, leg_id)
-        cdr = cdr_json(leg, q, version=self._version, rated_at=self._rated_at, source=self._source)
         price = q.price
+        try:
+            cdr = cdr_json(leg, q, version=self._version, rated_at=self._rated_at, source=self._source)
+            if price > 0:  # raises, changing nothing, if the balance would leave Decimal(18, 8)
+                self._ledger_batch.debit(terms.opening, price, leg_id)
+        except RatingError as exc:
+            return Rejected(exc.kind, exc.reason, leg_id)
+        except (ArithmeticError, ValueError) as exc:
+            log.exception("leg %s: cannot charge %s to %s", leg_id, price, payer_key)
+            return Rejected("unpriceable", f"cannot charge {price} to {payer_key}: {exc!r}", leg_id)
         if price > 0:
-            self._ledger_batch.debit(terms.opening, price, leg_id)
             result.charged += price
         self._new_legs[leg_id] = None
         result.cdrs.append((leg_id.encode(), cdr))
@@ -187,7 +200,13 @@ class RatingBatch:
         terms = self._terms.get(payer_key)
         if terms is None:
             terms = self._terms[payer_key] = payer_terms(payer, self._ref)
-        return terms, quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
+        try:
+            return terms, quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
+        except (ArithmeticError, ValueError) as exc:  # quote's own checks raise RatingError; not this
+            log.exception("leg %s: pricing on tariff %r failed", leg.leg_id, terms.tariff.tariff_id)
+            raise RatingError(
+                "unpriceable", f"tariff {terms.tariff.tariff_id!r} cannot price leg {leg.leg_id}: {exc!r}"
+            ) from None
 
     def finish(self) -> BatchResult:
         """Add the latest balance of every payer charged in this batch (one update per payer:

@@ -103,7 +103,8 @@ def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, s
 
 
 def cdr_event_id(leg_id: str, version: int) -> str:
-    """Deterministic id of a CDR version (DESIGN section 6: charges carry deterministic ids)."""
+    """Deterministic id of a CDR version: every charge carries a deterministic id
+    (docs/architecture.md, "Guarantees")."""
     readable = f"cdr:{leg_id}:{version}"
     return readable if len(readable) <= 128 else "cdr:" + hashlib.sha256(readable.encode()).hexdigest()
 

@@ -76,7 +76,11 @@ def rating_cmd(
 
 
 def cdr_sink_cmd(
-    instance: str = typer.Option("0", help="stable instance name (static consumer-group membership)"),
+    instance: str = typer.Option(
+        "0",
+        help="stable name of this sink, unique within its group: its static group membership id is "
+        "<group>-<instance> (two sinks with the same name fence each other)",
+    ),
     batch_max: int = typer.Option(20_000, help="rows per ClickHouse insert at most"),
     flush_interval_s: float = typer.Option(1.0, help="insert at least this often when rows are pending"),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus /metrics on 127.0.0.1:PORT"),
@@ -92,6 +96,7 @@ def cdr_sink_cmd(
     metrics.serve(metrics_port)
     opts = SinkOptions(
         group_id=group_id,
+        instance=instance,
         topic=topic,
         table=table,
         batch_max=batch_max,

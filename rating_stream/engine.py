@@ -3,7 +3,7 @@
 No I/O, no clock, no globals that change: the same leg and tariff always give the same price,
 so the rules are unit- and property-tested without a broker, and a re-rate is reproducible.
 
-Rules (DESIGN section 4):
+Rules (docs/rating.md, "Rating rules"):
 
 * the destination is matched against the tariff by longest prefix (``PrefixIndex``);
 * an unanswered leg costs 0 (it still yields a CDR, priced 0 with the matched rate);
@@ -15,16 +15,22 @@ Rules (DESIGN section 4):
 * the increment rounds the billed seconds up to whole blocks (60/60, 30/6, 1/1 in MOR's
   "minimal/increment" notation);
 * price = connection fee + rate per minute * billed seconds / 60, computed exactly in Decimal and
-  rounded once, half-up, to the tariff's precision.
+  rounded once, half-up, to the tariff's precision;
+* a leg billed for longer than ``MAX_BILLED_S`` (7 days), or whose price cannot be computed or
+  stored (``Decimal(18, 8)``: a rate that skipped validation, say ``1e400``), is not priced:
+  ``RatingError('unpriceable')``, which the rater dead-letters instead of crashing on it.
+  Validated tariffs never get there: their rate and fee bounds keep the longest billable leg's
+  price within the CDR store (``schemas.reference.RATE_MAX``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, DecimalException
 
 from rating_stream.prefix_index import PrefixIndex
-from schemas.reference import Rate, Tariff
+from schemas.envelope import MONEY_MAX
+from schemas.reference import MAX_BILLED_S, Rate, Tariff
 
 ZERO = Decimal(0)
 _SIXTY = Decimal(60)
@@ -135,9 +141,11 @@ def quote(tariff: CompiledTariff, number: str, billsec_ms: int, answered: bool =
     """Price a leg to ``number`` that was answered for ``billsec_ms`` milliseconds.
 
     Raises ``RatingError('no_prefix')`` when no rate of the tariff matches an answered leg's
-    number. An unanswered leg costs 0 whatever the number, so one without a matching rate (the
-    initiation call from an origin the Callback Tariff refuses) is quoted at ``UNRATED`` rather
-    than dead-lettered: analysts need exactly those CDRs ("top origins of refused initiations").
+    number, and ``RatingError('unpriceable')`` when the leg is billed for longer than
+    ``MAX_BILLED_S`` or its price cannot be computed or stored. An unanswered leg costs 0
+    whatever the number, so one without a matching rate (the initiation call from an origin the
+    Callback Tariff refuses) is quoted at ``UNRATED`` rather than dead-lettered: analysts need
+    exactly those CDRs ("top origins of refused initiations").
     """
     match = tariff.index.longest_match(number)
     if match is not None:
@@ -148,7 +156,27 @@ def quote(tariff: CompiledTariff, number: str, billsec_ms: int, answered: bool =
         rate = UNRATED  # a refused origin's initiation call: free, but its CDR is kept for analysts
     billable = billable_seconds(billsec_ms) if answered else 0
     billed = billed_seconds(billable, rate) if answered else 0
-    fee, duration_charge, price = price_terms(rate, billed, tariff.quantum)
+    if billed > MAX_BILLED_S:
+        raise RatingError(
+            "unpriceable",
+            f"leg answered {billable} s is billed {billed} s, more than the {MAX_BILLED_S} s (7 days) a "
+            "leg may be billed; it goes to review instead of being charged",
+        )
+    try:
+        fee, duration_charge, price = price_terms(rate, billed, tariff.quantum)
+    except DecimalException as exc:  # InvalidOperation, Overflow, ...: a rate no validation checked
+        raise RatingError(
+            "unpriceable",
+            f"tariff {tariff.tariff_id!r} rate {rate.prefix!r} (rate_per_minute {rate.rate_per_minute}, "
+            f"connection_fee {rate.connection_fee}, precision {tariff.tariff.precision}) cannot price "
+            f"{billed} s: {type(exc).__name__}",
+        ) from None
+    if not ZERO <= price <= MONEY_MAX:
+        raise RatingError(
+            "unpriceable",
+            f"tariff {tariff.tariff_id!r} rate {rate.prefix!r} prices {billed} s at {price}, beyond what a "
+            f"CDR stores (Decimal(18, 8), at most {MONEY_MAX})",
+        )
     return Quote(tariff.tariff_id, tariff.currency, rate, billable, billed, fee, duration_charge, price)
 
 
@@ -159,7 +187,9 @@ def max_duration_s(
 
     The leg-B limit of a callback (the call is cut when the money runs out): the largest whole
     number of increments whose price (with connection fee, minimal time applied) does not exceed
-    the balance; 0 when not even the first block is affordable.
+    the balance; 0 when not even the first block is affordable. Never more than ``MAX_BILLED_S``
+    (in whole increments; with ``alongside``, nor so long that leg A would be billed beyond it):
+    the rater would not price a longer leg.
 
     ``alongside`` is a leg that runs at the same time and is paid from the same balance: leg A of
     the callback, already answered for ``alongside_elapsed_s`` seconds, which keeps costing while
@@ -169,7 +199,8 @@ def max_duration_s(
     minimal time, grace time and increment, so the two legs the rater will charge never exceed it.
     """
     if alongside is None:
-        return _max_single(balance, rate)
+        single = _max_single(balance, rate)
+        return single if single is None else min(single, _longest_billable(rate))
     per_minute = rate.rate_per_minute + alongside.rate_per_minute
     if balance < 0:
         return 0
@@ -183,10 +214,15 @@ def max_duration_s(
         return 0
     if per_minute == 0:
         return None
+    # neither leg may be billed beyond MAX_BILLED_S: leg A has been up alongside_elapsed_s already
+    cap = min(_longest_billable(rate), _longest_billable(alongside) - alongside_elapsed_s) // increment
+    if cap < 1:
+        return 0
     # past the grace times, cost grows by at least per_minute/60 a second: no affordable T lies
     # beyond this many blocks
     grace = max(rate.grace_time_s, alongside.grace_time_s)
     high = (int(_CTX.divide(_CTX.multiply(balance, _SIXTY), per_minute)) + grace) // increment + 2
+    high = min(high, cap)
     low = 1  # fits(low * increment) holds; find the largest such block count
     while low < high:
         middle = (low + high + 1) // 2
@@ -195,6 +231,11 @@ def max_duration_s(
         else:
             high = middle - 1
     return low * increment
+
+
+def _longest_billable(rate: Rate) -> int:
+    """The most seconds, in whole increments of ``rate``, that a leg may be billed."""
+    return MAX_BILLED_S // rate.increment_s * rate.increment_s
 
 
 def _max_single(balance: Decimal, rate: Rate) -> int | None:

@@ -110,3 +110,30 @@ def read_balances(topic: str = "accounts.balances") -> dict[str, BalanceUpdate]:
 
     read_topics("balances-reader", [topic], on)
     return latest
+
+
+def run_topics(run: str) -> dict[str, str]:
+    """Topics of their own for one test or bench run (legs, cdr, balances), like the catalogue's."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from callback.kafka_io import base_config
+
+    names = {what: f"test.{run}.{what}" for what in ("legs", "cdr", "balances")}
+    admin = AdminClient(base_config())  # kept referenced until the futures are done
+    futures = admin.create_topics(
+        [
+            NewTopic(names["legs"], 3, 1),
+            NewTopic(names["cdr"], 3, 1),
+            NewTopic(names["balances"], 3, 1, config={"cleanup.policy": "compact"}),
+        ]
+    )
+    for future in futures.values():
+        future.result()
+    return names
+
+
+def committed_keys(topic: str) -> list[str]:
+    """The key of every committed record of ``topic``, in order per partition."""
+    keys: list[str] = []
+    read_topics(f"keys-{topic}", [topic], lambda m: keys.append(m.key().decode()))
+    return keys

@@ -23,6 +23,14 @@ SINK_ROWS = Counter("callback_cdr_sink_rows_inserted_total", "CDR rows inserted 
 SINK_RETRIES = Counter(
     "callback_cdr_sink_retries_total", "ClickHouse insert attempts that failed and were retried"
 )
+SINK_CONSUMER_REPLACED = Counter(
+    "callback_cdr_sink_consumer_replaced_total",
+    "Kafka consumers of the CDR sink replaced after failing for good (e.g. a fenced static member)",
+)
+SINK_COMMIT_FAILURES = Counter(
+    "callback_cdr_sink_commit_failures_total",
+    "Offset commits that failed after a broker pause or rebalance (the batch is read again)",
+)
 
 
 def serve(port: int | None) -> None:

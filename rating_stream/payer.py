@@ -10,6 +10,11 @@ debited, prepaid or not: a postpaid user's balance simply goes below zero down t
 limit (and below it, with a warning, because a call that happened must still be charged). The
 opening balance is the one configured on the user or card; once the rater has written a balance
 to ``accounts.balances``, that ledger value wins over the configuration.
+
+A balance, like every amount, stays within what ``Decimal(18, 8)`` holds (``MONEY_MAX``): a
+charge that would take a balance (or a batch's summed change to it) beyond that is refused with
+``RatingError('balance_out_of_range')``, and the rater dead-letters that leg instead of writing a
+balance record no consumer could read.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from decimal import Decimal
 from callback.reference import ReferenceData
 from rating_stream.engine import CompiledTariff, RatingError
 from schemas.callback import Payer, PayerKind
+from schemas.envelope import MONEY_MAX
 from schemas.rating import BalanceUpdate
 
 
@@ -151,7 +157,9 @@ class LedgerBatch:
         return account if account is not None else opening()
 
     def debit(self, opening: Account, amount: Decimal, leg_id: str) -> Account:
-        """Charge ``amount`` (>= 0) to the account ``opening`` describes; returns the new state."""
+        """Charge ``amount`` (>= 0) to the account ``opening`` describes; returns the new state.
+        Raises ``RatingError('balance_out_of_range')``, changing nothing, when the balance would
+        leave what ``Decimal(18, 8)`` holds."""
         if amount < 0:
             raise ValueError("a charge is never negative")
         return self._apply(opening, amount, leg_id, charges=1)
@@ -164,14 +172,21 @@ class LedgerBatch:
     def _apply(self, opening: Account, amount: Decimal, leg_id: str, charges: int) -> Account:
         key = opening.key
         before = self.current(key, lambda: opening)
-        after = Account(
-            key, before.kind, before.id, before.currency, before.balance - amount, before.sequence + charges
-        )
+        balance = before.balance - amount
         change = self._changes.get(key)
+        delta = -amount if change is None else change.delta - amount
+        if not (-MONEY_MAX <= balance <= MONEY_MAX and -MONEY_MAX <= delta <= MONEY_MAX):
+            raise RatingError(
+                "balance_out_of_range",
+                f"charging {amount} to {key} (balance {before.balance}) would take its balance to "
+                f"{balance}, or this batch's change to it to {delta}, beyond what a balance holds "
+                f"(Decimal(18, 8): at most {MONEY_MAX} either way)",
+            )
+        after = Account(key, before.kind, before.id, before.currency, balance, before.sequence + charges)
         if change is None:
-            self._changes[key] = Change(after, -amount, leg_id)
+            self._changes[key] = Change(after, delta, leg_id)
         else:
-            change.account, change.delta, change.last_leg_id = after, change.delta - amount, leg_id
+            change.account, change.delta, change.last_leg_id = after, delta, leg_id
         return after
 
     def changes(self) -> list[Change]:

@@ -16,6 +16,13 @@ assignment), because one payer's legs arrive on many partitions (legs are keyed 
 Kafka enforces that: the transactional id is the group id alone, so a second rater started on the
 same group (a mistaken second instance, or ``callback rerate``) fences the first, which exits,
 instead of both charging every leg. Scaling out would need legs re-keyed by payer first.
+
+A broker that stops answering (a pause, a restart, a network cut) is waited for, never a reason to
+exit: a transactional call that times out is retried (librdkafka allows it), an abortable error
+aborts the transaction and rewinds the consumer to the last committed offsets (the batch is rated
+again), and a reference catch-up that fails does the same before any leg is dead-lettered. Only a
+fatal error exits (being fenced, above): the supervisor restarts the rater, which reloads the
+committed state.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from schemas.topics import ACCOUNTS_BALANCES, CALLBACK_LEGS, CDR_RATED
 log = logging.getLogger(__name__)
 
 _FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+#: pause before reading a batch again whose reference catch-up could not reach Kafka
+_RETRY_PAUSE_S = 1.0
 
 
 @dataclass
@@ -207,41 +216,24 @@ class Rater:
             rated_at=datetime.now(UTC),
             refresh=self.reference.catch_up,
         )
-        for i, msg in enumerate(msgs):
-            batch.add(i, msg.value())
+        try:
+            for i, msg in enumerate(msgs):
+                batch.add(i, msg.value())
+        except (KafkaException, TimeoutError) as exc:  # only the reference catch-up reads Kafka
+            log.warning(
+                "could not bring reference data up to date (%s); rating these %d legs again from %s",
+                exc,
+                len(msgs),
+                self._positions,
+            )
+            self._rewind()
+            time.sleep(_RETRY_PAUSE_S)
+            return
         result = batch.finish()
         offsets: dict[int, int] = {}
         for msg in msgs:
             offsets[msg.partition()] = max(offsets.get(msg.partition(), -1), msg.offset() + 1)
-        try:
-            self.producer.begin_transaction()
-            self._produce_all(msgs, result)
-            self.producer.send_offsets_to_transaction(
-                [TopicPartition(self.opt.legs_topic, p, o) for p, o in offsets.items()],
-                self.consumer.consumer_group_metadata(),
-                self.opt.txn_timeout_s,
-            )
-            self._commit()
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() in _FENCED:
-                log.critical(
-                    "fenced: another process took transactional id %s (a newer rater instance, "
-                    "or `callback rerate`); exiting without committing %d legs, a restart "
-                    "reloads the committed state",
-                    self.opt.transactional_id,
-                    len(msgs),
-                )
-                raise
-            if err.fatal() or not err.txn_requires_abort():
-                log.critical("fatal Kafka error in transaction, exiting: %s", err)
-                raise
-            log.warning(
-                "transaction of %d legs aborted (%s); rewinding to %s", len(msgs), err, self._positions
-            )
-            metrics.TRANSACTIONS.labels("aborted").inc()
-            self.producer.abort_transaction(self.opt.txn_timeout_s)
-            self._rewind()
+        if not self._transact(msgs, result, offsets):
             return
         batch.commit(time.time())
         self._positions.update(offsets)
@@ -251,6 +243,12 @@ class Rater:
         metrics.LEGS_DUPLICATE.inc(result.duplicates)
         for _i, why in result.rejected:
             metrics.DEAD_LETTERS.labels("rater", why.error_kind).inc()
+        if result.duplicates:  # one line per batch; each dropped leg is logged at DEBUG
+            log.info(
+                "dropped %d redelivered legs already charged, of %d legs in this batch",
+                result.duplicates,
+                len(msgs),
+            )
         log.debug(
             "committed %d legs: %d CDRs, %d balances, %d dead letters, %d duplicates, charged %s",
             len(msgs),
@@ -291,19 +289,94 @@ class Rater:
             except BufferError:
                 self.producer.poll(0.05)
 
-    def _commit(self) -> None:
-        for attempt in range(10):
+    def _transact(self, msgs: list[Message], result, offsets: dict[int, int]) -> bool:
+        """Produce the batch's outputs and commit them with its offsets in one transaction.
+
+        True when committed. False when the transaction was aborted (an abortable error, or a
+        broker that did not answer for longer than the transaction may last): the consumer is
+        rewound and the batch will be read and rated again. A fatal error (fenced) raises."""
+        try:
+            self.producer.begin_transaction()
+            self._produce_all(msgs, result)
+            partitions = [TopicPartition(self.opt.legs_topic, p, o) for p, o in offsets.items()]
+            self._retrying(
+                "send_offsets_to_transaction",
+                lambda: self.producer.send_offsets_to_transaction(
+                    partitions, self.consumer.consumer_group_metadata(), self.opt.txn_timeout_s
+                ),
+            )
+            self._retrying(
+                "commit_transaction", lambda: self.producer.commit_transaction(self.opt.txn_timeout_s)
+            )
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() in _FENCED:
+                log.critical(
+                    "fenced: another process took transactional id %s (a newer rater instance, "
+                    "or `callback rerate`); exiting without committing %d legs, a restart "
+                    "reloads the committed state",
+                    self.opt.transactional_id,
+                    len(msgs),
+                )
+                raise
+            if err.fatal():
+                log.critical("fatal Kafka error in transaction, exiting: %s", err)
+                raise
+            log.warning(
+                "transaction of %d legs aborted (%s); rewinding to %s", len(msgs), err, self._positions
+            )
+            metrics.TRANSACTIONS.labels("aborted").inc()
+            self._abort()
+            self._rewind()
+            return False
+
+    def _retrying(self, what: str, call) -> None:
+        """``call`` again while it fails with a retriable error (a timeout: the broker did not answer
+        in time), for as long as the transaction may last; any other error is raised."""
+        deadline = time.monotonic() + self.opt.txn_timeout_s
+        attempt = 0
+        while True:
             try:
-                self.producer.commit_transaction(self.opt.txn_timeout_s)
+                call()
                 return
             except KafkaException as exc:
                 err = exc.args[0]
-                if err.retriable() and not err.txn_requires_abort() and not err.fatal():
-                    log.warning("commit_transaction attempt %d: %s; retrying", attempt + 1, err)
-                    time.sleep(0.5)
-                    continue
-                raise
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit_transaction kept failing", fatal=True))
+                if (
+                    not err.retriable()
+                    or err.txn_requires_abort()
+                    or err.fatal()
+                    or self._stopping
+                    or time.monotonic() > deadline
+                ):
+                    raise
+                attempt += 1
+                log.warning("%s attempt %d: %s; retrying", what, attempt, err)
+                time.sleep(min(0.5 * attempt, 5.0))
+
+    def _abort(self) -> None:
+        """Abort the open transaction, waiting for the broker as long as it takes (unless stopping:
+        the next start's ``init_transactions`` aborts it then)."""
+        attempt = 0
+        while True:
+            try:
+                self.producer.abort_transaction(self.opt.txn_timeout_s)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal():
+                    log.critical("fatal Kafka error aborting a transaction, exiting: %s", err)
+                    raise
+                if err.code() == KafkaError._STATE:  # no transaction open (begin failed): done
+                    return
+                if not err.retriable() and not err.txn_requires_abort():
+                    raise
+                if self._stopping:
+                    log.warning("stopping with a transaction not aborted (%s); the next start aborts it", err)
+                    return
+                attempt += 1
+                log.warning("abort_transaction attempt %d: %s; retrying", attempt, err)
+                time.sleep(min(0.5 * attempt, 5.0))
 
 
 def load_ledger(topic: str) -> Ledger:

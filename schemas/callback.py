@@ -7,10 +7,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.envelope import Envelope, PhoneNumber, Record, UtcDatetime
+from schemas.envelope import CdrTime, Envelope, PhoneNumber, Record, UtcDatetime
 from schemas.reference import AuthMethod, EntityId
 
 CallbackId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+#: An attempt number as the CDR stores it (``attempt UInt16``).
+Attempt = Annotated[int, Field(ge=0, le=65_535)]
+#: A Q.850 cause: 7 bits (0..127), as ``pbx.events`` carries it (the CDR column is ``UInt16``).
+Q850Cause = Annotated[int, Field(ge=0, le=127)]
+#: A SIP response code (RFC 3261: 100..699; the CDR column is ``UInt16``).
+SipCode = Annotated[int, Field(ge=100, le=699)]
 
 
 class LegType(StrEnum):
@@ -129,25 +135,30 @@ class Disposition(StrEnum):
 
 
 class FinishedLeg(Envelope):
-    """A leg that has ended, ready to be rated. ``leg_id`` is deterministic, so a replay is recognised."""
+    """A leg that has ended, ready to be rated. ``leg_id`` is deterministic, so a replay is recognised.
+
+    Every field that ends up in a ``callback.cdr`` column is bounded to what that column stores
+    (``infra/migrations/0002_cdr.sql``; ``tests/unit/test_rating_cdr_columns.py`` walks them): a
+    leg the CDR table would refuse is refused here, and the rater dead-letters it, instead of the
+    CDR sink meeting it."""
 
     type: Literal["callback.leg"] = "callback.leg"
     leg_id: Annotated[str, Field(min_length=1, max_length=160)]
     callback_id: CallbackId
     leg: LegType
-    attempt: int = Field(default=0, ge=0)
+    attempt: Attempt = 0
     pbx_id: EntityId | None = None
     did: PhoneNumber | None = None
     src: PhoneNumber | None = Field(default=None, description="calling number (CID presented)")
     dst: PhoneNumber = Field(
         description="rated number: called-back number (A), destination (B), origin (init)"
     )
-    started_at: UtcDatetime
-    answered_at: UtcDatetime | None = None
-    ended_at: UtcDatetime
+    started_at: CdrTime
+    answered_at: CdrTime | None = None
+    ended_at: CdrTime
     disposition: Disposition
-    q850_cause: int | None = None
-    sip_code: int | None = None
+    q850_cause: Q850Cause | None = None
+    sip_code: SipCode | None = None
     payer: Payer
     auth_method: AuthMethod | None = None
     final_state: SessionState | None = None

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
 )
 
 #: Highest schema version this code understands; a record with a newer one is dead-lettered, not guessed at.
@@ -36,17 +37,51 @@ def utc_now() -> datetime:
 UtcDatetime = AwareDatetime
 
 
+#: Times a CDR stores: ClickHouse ``DateTime`` is UInt32 seconds since the epoch, so
+#: 1970-01-01T00:00:00Z .. 2106-02-07T06:28:15Z (a time with milliseconds after that last second
+#: would round into a 2**32-th second it cannot hold).
+CDR_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+CDR_TIME_MAX = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
+#: The longest span between two such times, in milliseconds (``duration_ms`` / ``billsec_ms``).
+CDR_SPAN_MAX_MS = (2**32 - 1) * 1000
+
+#: A time that reaches a ``callback.cdr`` column (start, answer, end, rated): aware, and within
+#: what ``DateTime`` stores. Both checks run inside pydantic-core (no Python call per field).
+CdrTime = Annotated[AwareDatetime, Field(ge=CDR_TIME_MIN, le=CDR_TIME_MAX)]
+
+#: Money as the CDR table stores it: ClickHouse ``Decimal(18, 8)``, at most 10 digits before the
+#: point and 8 after. Every amount (a rate, a fee, a price, a balance, a credit limit, a balance
+#: change) is held to it wherever it enters (a carrier file, a reference record, a CDR), so what
+#: is accepted can be priced, charged and stored as it is: neither a rate of ``1e400`` that no
+#: rounding context can quantize, nor a balance of ``1e30`` that no column holds.
+MONEY_PRECISION = 18
+MONEY_SCALE = 8
+MONEY_MAX = Decimal("9999999999.99999999")
+
+
 def _no_float_noise(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("money must be a finite number")
     return value
 
 
-#: Money is Decimal end to end; on the wire it is a JSON string ("0.20") so no consumer parses it as float.
+#: Money is Decimal end to end; on the wire it is a JSON string ("0.20") so no consumer parses it as
+#: float. Bounded to Decimal(18, 8): |amount| <= ``MONEY_MAX``, at most 8 decimal places (trailing
+#: zeros do not count: "0.10000000000" is 0.1). A field may narrow it further (``Field(ge=0)``).
 Money = Annotated[
     Decimal,
     AfterValidator(_no_float_noise),
+    Field(max_digits=MONEY_PRECISION, decimal_places=MONEY_SCALE),
     PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^-?[0-9]{1,10}(\.[0-9]+)?$",
+            "description": "decimal amount as a string; at most 10 digits before the point and 8 "
+            "significant ones after it (ClickHouse Decimal(18, 8)), e.g. \"0.20\"",
+        },
+        mode="serialization",
+    ),
 ]
 
 #: Digits-only E.164-style number (no '+', spaces or dashes); PBXes and tariffs agree on it.
@@ -89,7 +124,7 @@ class DeadLetter(Record):
     reason: str
     error_kind: str = Field(
         description="stable machine-readable class: malformed_json, invalid_schema, "
-        "unknown_schema_version, no_tariff, no_prefix, ..."
+        "unknown_schema_version, no_tariff, no_prefix, unpriceable, refused_by_clickhouse, ..."
     )
     details: dict[str, Any] = Field(default_factory=dict)
 

@@ -6,47 +6,73 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from schemas.callback import CallbackId, Disposition, LegType, PayerKind, SessionState
-from schemas.envelope import Envelope, Money, PhoneNumber, UtcDatetime
-from schemas.reference import AuthMethod, Currency, EntityId
+from schemas.callback import (
+    Attempt,
+    CallbackId,
+    Disposition,
+    LegType,
+    PayerKind,
+    Q850Cause,
+    SessionState,
+    SipCode,
+)
+from schemas.envelope import CDR_SPAN_MAX_MS, CdrTime, Envelope, Money, PhoneNumber
+from schemas.reference import (
+    CONNECTION_FEE_MAX,
+    MAX_BILLED_S,
+    RATE_MAX,
+    AuthMethod,
+    Currency,
+    EntityId,
+    Prefix,
+)
 
 
 class RatedCdr(Envelope):
-    """One priced leg: what ClickHouse stores and what billing consumers read."""
+    """One priced leg: what ClickHouse stores and what billing consumers read.
+
+    Every field is bounded to what its ``callback.cdr`` column stores (``UInt16`` attempt and
+    causes, ``DateTime`` times, ``Decimal(18, 8)`` money, ...), so a CDR that validates is a row
+    the table takes; ``tests/unit/test_rating_cdr_columns.py`` checks each bound against the
+    migration."""
 
     type: Literal["cdr.rated"] = "cdr.rated"
     leg_id: Annotated[str, Field(min_length=1, max_length=160)]
     callback_id: CallbackId
     leg: LegType
-    attempt: int = Field(ge=0)
-    version: int = Field(ge=1, description="higher wins in ClickHouse (re-rating writes a new version)")
+    attempt: Attempt
+    version: int = Field(
+        ge=1, le=2**64 - 1, description="higher wins in ClickHouse (re-rating writes a new version)"
+    )
     pbx_id: EntityId | None = None
     did: PhoneNumber | None = None
     src: PhoneNumber | None = None
     dst: PhoneNumber
-    started_at: UtcDatetime
-    answered_at: UtcDatetime | None = None
-    ended_at: UtcDatetime
-    duration_ms: int = Field(ge=0)
-    billsec_ms: int = Field(ge=0)
-    billed_s: int = Field(ge=0, description="seconds charged after increment, minimal and grace time")
+    started_at: CdrTime
+    answered_at: CdrTime | None = None
+    ended_at: CdrTime
+    duration_ms: int = Field(ge=0, le=CDR_SPAN_MAX_MS)
+    billsec_ms: int = Field(ge=0, le=CDR_SPAN_MAX_MS)
+    billed_s: int = Field(
+        ge=0, le=MAX_BILLED_S, description="seconds charged after increment, minimal and grace time"
+    )
     disposition: Disposition
-    q850_cause: int | None = None
-    sip_code: int | None = None
+    q850_cause: Q850Cause | None = None
+    sip_code: SipCode | None = None
     payer_kind: PayerKind
     payer_id: EntityId
     tariff_id: EntityId
-    matched_prefix: str
-    rate_per_minute: Money
-    connection_fee: Money
-    increment_s: int
-    minimal_time_s: int
-    grace_time_s: int
+    matched_prefix: Prefix
+    rate_per_minute: Money = Field(ge=0, le=RATE_MAX)
+    connection_fee: Money = Field(ge=0, le=CONNECTION_FEE_MAX)
+    increment_s: int = Field(ge=1, le=3600)
+    minimal_time_s: int = Field(ge=0, le=3600)
+    grace_time_s: int = Field(ge=0, le=3600)
     price: Money = Field(ge=0)
     currency: Currency
     auth_method: AuthMethod | None = None
     final_state: SessionState | None = None
-    rated_at: UtcDatetime
+    rated_at: CdrTime
 
 
 class BalanceUpdate(Envelope):

@@ -6,10 +6,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from callback.kafka_io import base_config
-from rating_stream.harness import Proc, read_balances, wait_for
+from rating_stream.harness import Proc, committed_keys, read_balances, run_topics, wait_for
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -19,35 +17,17 @@ from rating_stream.loadgen import (
     produce,
     publish_reference,
 )
-from rating_stream.replay import read_topics
 
 pytestmark = pytest.mark.integration
 
 
-def _topics(run: str) -> dict[str, str]:
-    names = {what: f"test.{run}.{what}" for what in ("legs", "cdr", "balances")}
-    admin = AdminClient(base_config())
-    futures = admin.create_topics(
-        [
-            NewTopic(names["legs"], 3, 1),
-            NewTopic(names["cdr"], 3, 1),
-            NewTopic(names["balances"], 3, 1, config={"cleanup.policy": "compact"}),
-        ]
-    )
-    for future in futures.values():
-        future.result()
-    return names
 
 
-def _committed_cdr_keys(topic: str) -> list[str]:
-    keys: list[str] = []
-    read_topics("fencing-check", [topic], lambda m: keys.append(m.key().decode()))
-    return keys
 
 
 def test_second_rater_on_the_group_fences_the_first_and_nothing_is_charged_twice(stack, tmp_path):
     run = f"fe{uuid.uuid4().hex[:8]}"
-    topics = _topics(run)
+    topics = run_topics(run)
     publish_reference(run)
     args = [
         "rating",
@@ -67,7 +47,7 @@ def test_second_rater_on_the_group_fences_the_first_and_nothing_is_charged_twice
     second: Proc | None = None
     try:
         produce(topics["legs"], leg_records(legs[:200]))
-        assert wait_for(lambda: len(_committed_cdr_keys(topics["cdr"])) >= 200, 60), first.tail()
+        assert wait_for(lambda: len(committed_keys(topics["cdr"])) >= 200, 60), first.tail()
         second = Proc([*args, "--instance", "second"], tmp_path / "second.log").start()
         assert wait_for(lambda: "ready" in second.log.read_text(), 60), second.tail()
         produce(topics["legs"], leg_records(legs[200:]))
@@ -75,12 +55,12 @@ def test_second_rater_on_the_group_fences_the_first_and_nothing_is_charged_twice
         assert wait_for(lambda: not first.alive, 60), first.tail()
         assert first.returncode() != 0
         assert "fenced" in first.log.read_text()
-        assert wait_for(lambda: len(_committed_cdr_keys(topics["cdr"])) >= len(legs), 60), second.tail()
+        assert wait_for(lambda: len(committed_keys(topics["cdr"])) >= len(legs), 60), second.tail()
     finally:
         first.stop()
         second_code = second.stop() if second is not None else None
 
-    keys = _committed_cdr_keys(topics["cdr"])
+    keys = committed_keys(topics["cdr"])
     assert sorted(keys) == sorted(leg.leg_id for leg in legs), "every leg rated exactly once"
     assert second is not None and second_code == 0, second.tail() if second else ""
 

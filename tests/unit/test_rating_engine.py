@@ -1,4 +1,5 @@
-"""Every rating rule of DESIGN section 4, one test each, and the seed's 20c + 8c = 28c example."""
+"""Every rating rule of docs/rating.md ("Rating rules"), one test each, and the seed's 20c + 8c = 28c
+example."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rating_stream.engine import CompiledTariff, max_duration_s, quote
-from schemas.reference import Rate, Tariff
+from schemas.reference import MAX_BILLED_S, Rate, Tariff
 
 cents = st.integers(min_value=0, max_value=10_000).map(lambda c: Decimal(c).scaleb(-2))
 sub_cents = st.integers(min_value=0, max_value=1_000_000).map(lambda c: Decimal(c).scaleb(-6))
@@ -101,7 +101,15 @@ def test_leg_b_limit_alongside_leg_a_never_lets_the_two_legs_cost_more_than_the_
         assert leg_b.rate_per_minute == 0 and leg_a.rate_per_minute == 0
         return
     assert limit % leg_b.increment_s == 0
+    # the limit never lets either leg be billed beyond MAX_BILLED_S (the rater would not price it)
+    longest = min(
+        MAX_BILLED_S // leg_b.increment_s * leg_b.increment_s,
+        MAX_BILLED_S // leg_a.increment_s * leg_a.increment_s - a_elapsed_s,
+    )
+    assert limit <= longest
     if limit == 0:
         assert cost(leg_b.increment_s) > balance
+    elif limit + leg_b.increment_s > longest:  # capped: one more block would be unbillable
+        assert cost(limit) <= balance
     else:
         assert cost(limit) <= balance < cost(limit + leg_b.increment_s)
