@@ -4,7 +4,7 @@ No Asterisk package exists for this machine, so integration tests, end-to-end te
 the demo talk to this simulator instead. It is meant to be indistinguishable from
 Asterisk for an AMI client such as panoramisk: same banner, framing, responses, event
 names, field names and order (checked against real transcripts in
-``/work/shared/fixtures/asterisk-ami``), while a scenario decides what each subscriber
+``tests/fixtures/asterisk-ami``), while a scenario decides what each subscriber
 does. Run it with ``callback pbx-sim --scenario examples/pbx-scenario.yaml``.
 
 Modules, pure ones first: ``protocol`` (framing), ``causes`` (code tables), ``clock``

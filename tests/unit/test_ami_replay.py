@@ -21,7 +21,6 @@ FIXTURES = next(
     for p in (
         Path(os.environ.get("CALLBACK_AMI_FIXTURES", "/nonexistent")),
         REPO / "tests" / "fixtures" / "asterisk-ami",
-        Path("/work/shared/fixtures/asterisk-ami"),
     )
     if p.is_dir()
 )

@@ -13,8 +13,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 from infra.pbx_sim.actions import ActionContext, Session, dispatch
 from infra.pbx_sim.causes import ChannelState, cause_text
 from infra.pbx_sim.clock import ManualScheduler
@@ -23,12 +21,8 @@ from infra.pbx_sim.pbx import OriginateRequest, Pbx
 from infra.pbx_sim.protocol import Header, Message
 from infra.pbx_sim.scenario import parse_scenario
 
-_CANDIDATES = [
-    Path(__file__).resolve().parents[1] / "fixtures" / "asterisk-ami",
-    Path("/work/shared/fixtures/asterisk-ami"),
-]
-FIXTURE_DIR = next((p for p in _CANDIDATES if p.is_dir()), None)
-pytestmark = pytest.mark.skipif(FIXTURE_DIR is None, reason="Asterisk AMI transcripts not available")
+#: the real Asterisk transcripts are part of the repository (tests/fixtures/asterisk-ami/README.md)
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "asterisk-ami"
 
 #: a header of the capture library, not of Asterisk
 CAPTURE_ARTIFACTS = {"content"}
