@@ -25,8 +25,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Popen handles of servers started by this Python process, by pid. Kept so the objects are not
 #: garbage collected while the server runs (CPython warns about that) and so ``stop`` can reap its
@@ -117,14 +119,20 @@ def port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bo
         return False
 
 
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``check`` until it returns True or ``timeout`` seconds pass; returns the last result."""
+def wait_until(check: Callable[[], T], timeout: float, what: str | None = None, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something true, and return that; the one wait of the project.
+
+    After ``timeout`` seconds: ``TimeoutError`` naming ``what`` when it is given, otherwise the last
+    (false) result, for a caller that reports a timeout in its own words."""
     deadline = time.monotonic() + timeout
     while True:
-        if check():
-            return True
+        value = check()
+        if value:
+            return value
         if time.monotonic() >= deadline:
-            return False
+            if what is not None:
+                raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+            return value
         time.sleep(interval)
 
 

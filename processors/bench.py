@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bench import load_average, machine
-from producers.testing import CliProcess, ami_secret_env
+from infra.rig import CallbackProcess, ami_secret_env
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +610,7 @@ class Rig:
     """Simulator, producer, originator and processors worker for one benchmark run."""
 
     def __init__(self, tmp: Path, opts: BenchOptions) -> None:
-        from processors.testing import PBX, RunNumbers
+        from infra.rig import PBX, RunNumbers
         from schemas.carrier_config import CarrierConfig
         from schemas.publish import publish_config
 
@@ -638,7 +638,7 @@ class Rig:
             publish_config(self.config, transactional_id=f"bench-config-{self.tag}")
             self.worker = self.start_worker(profile=opts.profile)
             self.originator = self.start_originator()
-            self.producer = CliProcess(
+            self.producer = CallbackProcess(
                 [
                     "producer",
                     "--pbx",
@@ -653,7 +653,7 @@ class Rig:
                     "callback",
                 ],
                 tmp / "producer.log",
-            )
+            ).start()
             self.originator.wait_for_log("assigned pbx.commands partitions", timeout=90)
             self.producer.wait_for_log("logged in", timeout=90)
             self.wait_worker_ready(self.worker, timeout=300)
@@ -663,7 +663,7 @@ class Rig:
 
     # --- processes ---
     def start_worker(self, profile: Path | None = None) -> Any:
-        from producers.testing import free_port
+        from infra.rig import free_port
 
         self._workers += 1
         # one instance name for every run: a static member that left with a previous run is
@@ -679,8 +679,10 @@ class Rig:
         ]
         log_path = self.tmp / f"processors{self._workers}.log"
         if profile is None:
-            return CliProcess(args, log_path, env=self.opts.worker_env)
-        return _ProfiledCli(args, log_path, profile, env=self.opts.worker_env)
+            return CallbackProcess(args, log_path, env=self.opts.worker_env).start()
+        return CallbackProcess(
+            args, log_path, self.opts.worker_env, interpreter_args=["-m", "cProfile", "-o", str(profile)]
+        ).start()
 
     @staticmethod
     def wait_worker_ready(worker: Any, timeout: float) -> None:
@@ -690,7 +692,7 @@ class Rig:
     def start_originator(self) -> Any:
         self._originators += 1
         n = self._originators
-        return CliProcess(
+        return CallbackProcess(
             [
                 "originator",
                 "--journal",
@@ -702,7 +704,7 @@ class Rig:
             ],
             self.tmp / f"originator{n}.log",
             env=ami_secret_env(self.server),
-        )
+        ).start()
 
     def pids(self) -> dict[str, int | None]:
         from infra.stack import layout
@@ -744,23 +746,6 @@ class Rig:
                 except Exception:
                     log.exception("stopping %s", process.args[0])
         self.sim.close()
-
-
-class _ProfiledCli(CliProcess):
-    """A ``callback`` subprocess run under cProfile (``python -m cProfile -o FILE -m callback.cli``);
-    the profile is written when it exits after SIGTERM."""
-
-    def __init__(self, args: list[str], log_path: Path, profile: Path, env: dict[str, str]) -> None:
-        from producers import testing
-
-        self.args = args
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "callback.cli", *args]
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=testing.REPO_ROOT, start_new_session=True
-        )
-        testing._RUNNING.add(self.proc)
 
 
 # --- 1 + 2: the ramp ------------------------------------------------------------------------------------
@@ -1305,8 +1290,8 @@ def bare_agent(events: int, tmp: Path, keep: bool, say: Callable[[str], None]) -
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from callback.kafka_io import base_config
+    from infra.rig import REPO_ROOT, free_port
     from processors.bench_bare import PARTITIONS, changelog_topic
-    from producers.testing import REPO_ROOT, free_port
     from schemas.pbx_events import ChannelHangup
 
     run = uuid.uuid4().hex[:8]

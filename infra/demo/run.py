@@ -31,8 +31,9 @@ from confluent_kafka import Consumer, TopicPartition
 from callback.kafka_io import consumer_config
 from infra.demo.scenario import DemoPlan, Kind, Planned, plan
 from infra.pbx_sim.scenario import parse_scenario
+from infra.process import wait_until
+from infra.rig import CallbackProcess, SimulatorThread, TcpProxy, ami_secret_env, free_port
 from producers.ami_translate import initiation_callback_id
-from producers.testing import CliProcess, SimulatorThread, TcpProxy, ami_secret_env, free_port, wait_until
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig, load_carrier_config
 from schemas.publish import publish_config
@@ -182,18 +183,18 @@ class Pipeline:
             "cdr-sink": "",
             "web": "listening on",
         }
-        self.procs: dict[str, CliProcess] = {}
+        self.procs: dict[str, CallbackProcess] = {}
         self.restarts: dict[str, int] = defaultdict(int)
 
     def start(self, name: str, wait: bool = True) -> None:
         n = self.restarts[name]
-        self.procs[name] = CliProcess(
+        self.procs[name] = CallbackProcess(
             self.commands[name], self.logs / f"{name}{'-' + str(n) if n else ''}.log", env=self.env
-        )
+        ).start()
         if wait and self.ready_line[name]:
             try:
                 self.procs[name].wait_for_log(self.ready_line[name], timeout=120)
-            except AssertionError as exc:
+            except (TimeoutError, RuntimeError) as exc:
                 raise DemoError(f"{name} did not start: {exc}") from None
 
     def kill_and_restart(self, name: str) -> None:
@@ -351,7 +352,7 @@ def execute(
 
         try:
             wait_until(settled, opts.settle_s, "every callback's outcome", interval=0.5)
-        except AssertionError:
+        except TimeoutError:
             note(f"not every callback had its outcome after {opts.settle_s:.0f} s")
         from infra.demo.report import wait_for_cdrs
 

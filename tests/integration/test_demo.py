@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-from producers.testing import CliProcess, wait_until
+from infra.process import wait_until
+from infra.rig import CallbackProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_the_chaos_demo_ends_every_callback_as_planned_and_charges_each_leg_once(stack, tmp_path):
-    demo = CliProcess(
+    demo = CallbackProcess(
         ["demo", "--chaos", "--callbacks", "40", "--over", "30", "--seed", "11", "--run-dir", str(tmp_path)],
         tmp_path / "demo.log",
-    )
+    ).start()
     wait_until(lambda: demo.proc.poll() is not None, 600, "the demo to finish", interval=1.0)
     [report] = list(tmp_path.glob("report-*.md"))
     text = report.read_text()

@@ -19,18 +19,12 @@ from confluent_kafka.admin import AdminClient
 
 from callback.kafka_io import base_config, producer_config
 from infra.pbx_sim.scenario import parse_scenario
+from infra.process import wait_until
+from infra.rig import CallbackProcess, KafkaTail, SimulatorThread, ami_secret_env, free_port
 from producers.action_ids import channel_id_for
-from producers.testing import (
-    CliProcess,
-    KafkaTail,
-    SimulatorThread,
-    ami_secret_env,
-    carrier_config_for,
-    free_port,
-    wait_until,
-)
 from schemas.callback import LegType
 from schemas.pbx_commands import Hangup, Originate
+from tests.rigs import carrier_config_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +59,7 @@ class Rig:
         self.group = f"test-originator-{self.tag}"
         self.tail = KafkaTail(["pbx.events", "dlq.pbx.commands"])
         self.kafka = Producer(producer_config())
-        self.producer = CliProcess(
+        self.producer = CallbackProcess(
             [
                 "producer",
                 "--pbx",
@@ -82,14 +76,14 @@ class Rig:
                 "",
             ],
             tmp_path / "producer.log",
-        )
+        ).start()
         self.producer.wait_for_log("logged in")
-        self.originator: CliProcess | None = None
+        self.originator: CallbackProcess | None = None
         self.start_originator()
 
-    def start_originator(self) -> CliProcess:
+    def start_originator(self) -> CallbackProcess:
         n = len(list(self.tmp.glob("originator*.log")))
-        self.originator = CliProcess(
+        self.originator = CallbackProcess(
             [
                 "originator",
                 "--config",
@@ -101,7 +95,7 @@ class Rig:
             ],
             self.tmp / f"originator{n}.log",
             env=ami_secret_env(self.server),
-        )
+        ).start()
         self.originator.wait_for_log("assigned pbx.commands partitions", timeout=40)
         return self.originator
 
@@ -305,7 +299,7 @@ def test_the_secret_comes_from_the_originators_settings_not_from_config_servers(
     sim = SimulatorThread(parse_scenario(SCENARIO))
     tail = KafkaTail(["pbx.events"])
     kafka = Producer(producer_config())
-    processes: list[CliProcess] = []
+    processes: list[CallbackProcess] = []
     try:
         data = yaml.safe_load((REPO_ROOT / "examples" / "carrier.yaml").read_text())
         data["servers"].append(
@@ -319,17 +313,17 @@ def test_the_secret_comes_from_the_originators_settings_not_from_config_servers(
         )
         carrier = tmp_path / "carrier.yaml"
         carrier.write_text(yaml.safe_dump(data, sort_keys=False))
-        loaded = CliProcess(["config", "load", str(carrier)], tmp_path / "load.log")
+        loaded = CallbackProcess(["config", "load", str(carrier)], tmp_path / "load.log").start()
         loaded.proc.wait(60)
         assert loaded.stop() == 0, loaded.log_text()
         assert "not published" in loaded.log_text()
 
-        def originator(name: str, env: dict[str, str]) -> CliProcess:
+        def originator(name: str, env: dict[str, str]) -> CallbackProcess:
             journal = str(tmp_path / f"{name}.journal")
             group = f"test-originator-{tag}"
-            process = CliProcess(
+            process = CallbackProcess(
                 ["originator", "--journal", journal, "--group", group], tmp_path / f"{name}.log", env=env
-            )
+            ).start()
             processes.append(process)
             process.wait_for_log("assigned pbx.commands partitions", timeout=40)
             return process

@@ -10,9 +10,10 @@ import pytest
 from confluent_kafka import Producer
 
 from callback.kafka_io import producer_config
-from producers.testing import CliProcess, KafkaTail, SimulatorThread, carrier_config_for
+from infra.rig import CallbackProcess, KafkaTail, SimulatorThread
 from schemas.callback import LegType
 from schemas.pbx_commands import Originate
+from tests.rigs import carrier_config_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +30,13 @@ def test_one_originate_from_command_topic_to_result_event(stack, tmp_path):
     )
     config = carrier_config_for(tmp_path / "carrier.yaml", {server: (sim.host, sim.port)})
     tail = KafkaTail(["pbx.events"])
-    producer = CliProcess(["producer", "--pbx", server, "--config", str(config)], tmp_path / "producer.log")
-    originator = CliProcess(
+    producer = CallbackProcess(
+        ["producer", "--pbx", server, "--config", str(config)], tmp_path / "producer.log"
+    ).start()
+    originator = CallbackProcess(
         ["originator", "--config", str(config), "--journal", str(tmp_path / "j"), "--group", f"rt-{tag}"],
         tmp_path / "originator.log",
-    )
+    ).start()
     try:
         producer.wait_for_log("logged in")
         originator.wait_for_log("assigned pbx.commands partitions", timeout=40)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.testing import CallbackRig
-from producers.testing import wait_until
+from infra.process import wait_until
+from tests.callback_rig import CallbackRig
 from tests.integration import test_processors_kill as kill
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from processors.testing import CallbackRig, RunNumbers
+from infra.rig import RunNumbers
 from schemas.callback import LegType, leg_id_for
+from tests.callback_rig import CallbackRig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from processors.testing import CallbackRig, RunNumbers
+from infra.process import wait_until
+from infra.rig import CallbackProcess, RunNumbers, free_port
 from producers.auth import hash_password
-from producers.testing import CliProcess, free_port, wait_until
 from schemas.callback import LegType as L
 from schemas.callback import command_id_for, leg_id_for
+from tests.callback_rig import CallbackRig
 
 pytestmark = pytest.mark.integration
 
@@ -338,7 +339,7 @@ def test_refused_initiations_are_dropped_with_the_dial_plans_cause(rig, ani, did
 
 def test_a_web_callback_calls_back_and_dials_the_requested_destination(rig, tmp_path):
     port = free_port()
-    web = CliProcess(["web", "--port", str(port)], tmp_path / "web.log")
+    web = CallbackProcess(["web", "--port", str(port)], tmp_path / "web.log").start()
     try:
         web.wait_for_log("listening on", timeout=60)
         token = base64.b64encode(f"ana-{rig.tag}:{WEB_PASSWORD}".encode()).decode()

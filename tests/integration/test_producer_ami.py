@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from infra.pbx_sim.scenario import parse_scenario
-from producers.testing import AmiClient, CliProcess, KafkaTail, SimulatorThread, TcpProxy, wait_until
+from infra.process import wait_until
+from infra.rig import CallbackProcess, KafkaTail, SimulatorThread, TcpProxy
+from tests.rigs import AmiClient
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +26,8 @@ TOPICS = ["pbx.events", "callback.requests", "dlq.pbx.events"]
 
 def start_producer(
     tmp_path: Path, pbx: str, host: str, port: int, dids: str, name: str = "producer"
-) -> CliProcess:
-    proc = CliProcess(
+) -> CallbackProcess:
+    proc = CallbackProcess(
         [
             "producer",
             "--pbx",
@@ -42,7 +44,7 @@ def start_producer(
             dids,
         ],
         tmp_path / f"{name}.log",
-    )
+    ).start()
     proc.wait_for_log("logged in", timeout=30)
     return proc
 

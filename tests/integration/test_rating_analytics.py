@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rating_stream.harness import Proc, wait_for
+from infra.process import wait_until
+from infra.rig import CallbackProcess
 from rating_stream.loadgen import cards, leg_records, produce, publish_reference
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, SessionState, leg_id_for
 
@@ -39,8 +40,8 @@ def doc_queries(day: date) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipeline(stack, tmp_path_factory) -> Iterator[None]:
     logs = tmp_path_factory.mktemp("rating-analytics")
-    rater = Proc(["rating", "--batch-max", "500"], logs / "rater.log").start()
-    sink = Proc(["cdr-sink", "--flush-interval-s", "0.3"], logs / "sink.log").start()
+    rater = CallbackProcess(["rating", "--batch-max", "500"], logs / "rater.log").start()
+    sink = CallbackProcess(["cdr-sink", "--flush-interval-s", "0.3"], logs / "sink.log").start()
     yield
     assert (rater.stop(), sink.stop()) == (0, 0), f"rater:\n{rater.tail()}\nsink:\n{sink.tail()}"
 
@@ -125,7 +126,7 @@ def test_documented_queries_answer_the_scenario(pipeline, stack):
     scenario = build(run, day)
     produce("callback.legs", leg_records(scenario.legs))
     stored = f"SELECT count() FROM callback.callback_outcomes_daily FINAL WHERE day = '{day}'"
-    assert wait_for(lambda: ch.execute(stored)[0][0] == len(scenario.legs), 60, 0.5)
+    assert wait_until(lambda: ch.execute(stored)[0][0] == len(scenario.legs), 60, interval=0.5)
     q = doc_queries(day)
     D = Decimal
 

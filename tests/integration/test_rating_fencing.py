@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
-from rating_stream.harness import Proc, committed_keys, read_balances, run_topics, wait_for
+from infra.process import wait_until
+from infra.rig import CallbackProcess
+from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -17,6 +19,7 @@ from rating_stream.loadgen import (
     produce,
     publish_reference,
 )
+from tests.rigs import committed_keys, rater_args, run_topics
 
 pytestmark = pytest.mark.integration
 
@@ -29,33 +32,21 @@ def test_second_rater_on_the_group_fences_the_first_and_nothing_is_charged_twice
     run = f"fe{uuid.uuid4().hex[:8]}"
     topics = run_topics(run)
     publish_reference(run)
-    args = [
-        "rating",
-        "--batch-max",
-        "50",
-        "--group-id",
-        f"rater-{run}",
-        "--legs-topic",
-        topics["legs"],
-        "--cdr-topic",
-        topics["cdr"],
-        "--balances-topic",
-        topics["balances"],
-    ]
-    first = Proc([*args, "--instance", "first"], tmp_path / "first.log").start()
+    args = rater_args(run, topics, 50)
+    first = CallbackProcess([*args, "--instance", "first"], tmp_path / "first.log").start()
     legs = list(make_legs(run, 400))
-    second: Proc | None = None
+    second: CallbackProcess | None = None
     try:
         produce(topics["legs"], leg_records(legs[:200]))
-        assert wait_for(lambda: len(committed_keys(topics["cdr"])) >= 200, 60), first.tail()
-        second = Proc([*args, "--instance", "second"], tmp_path / "second.log").start()
-        assert wait_for(lambda: "ready" in second.log.read_text(), 60), second.tail()
+        assert wait_until(lambda: len(committed_keys(topics["cdr"])) >= 200, 60), first.tail()
+        second = CallbackProcess([*args, "--instance", "second"], tmp_path / "second.log").start()
+        assert wait_until(lambda: "ready" in second.log_text(), 60), second.tail()
         produce(topics["legs"], leg_records(legs[200:]))
         # the first finds out at its next transaction, and must stop rather than charge
-        assert wait_for(lambda: not first.alive, 60), first.tail()
+        assert wait_until(lambda: not first.alive, 60), first.tail()
         assert first.returncode() != 0
-        assert "fenced" in first.log.read_text()
-        assert wait_for(lambda: len(committed_keys(topics["cdr"])) >= len(legs), 60), second.tail()
+        assert "fenced" in first.log_text()
+        assert wait_until(lambda: len(committed_keys(topics["cdr"])) >= len(legs), 60), second.tail()
     finally:
         first.stop()
         second_code = second.stop() if second is not None else None

@@ -17,7 +17,9 @@ import pytest
 from confluent_kafka import Producer
 
 from callback.kafka_io import producer_config
-from rating_stream.harness import Proc, read_balances, wait_for
+from infra.process import wait_until
+from infra.rig import CallbackProcess
+from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -61,8 +63,8 @@ def test_sigkill_rater_and_sink_mid_run_charges_every_leg_exactly_once(stack, tm
             legs[i].model_copy(update={"event_id": uuid.uuid4().hex}),
         )
 
-    rater = Proc(["rating", "--batch-max", "150"], tmp_path / "rater.log").start()
-    sink = Proc(
+    rater = CallbackProcess(["rating", "--batch-max", "150"], tmp_path / "rater.log").start()
+    sink = CallbackProcess(
         ["cdr-sink", "--batch-max", "400", "--flush-interval-s", "0.3"], tmp_path / "sink.log"
     ).start()
     stop, errors = threading.Event(), []
@@ -87,7 +89,7 @@ def test_sigkill_rater_and_sink_mid_run_charges_every_leg_exactly_once(stack, tm
                 break
         feeder.join(120)
         assert not errors, errors
-        assert wait_for(lambda: ch.execute(stored_sql)[0][0] >= LEGS, 120, 0.5), (
+        assert wait_until(lambda: ch.execute(stored_sql)[0][0] >= LEGS, 120, interval=0.5), (
             f"{ch.execute(stored_sql)[0][0]} of {LEGS} stored\nrater:\n{rater.tail()}\nsink:\n{sink.tail()}"
         )
     finally:

@@ -19,7 +19,9 @@ import pytest
 from confluent_kafka import Producer
 
 from callback.kafka_io import producer_config
-from rating_stream.harness import Proc, committed_keys, read_balances, run_topics, wait_for
+from infra.process import wait_until
+from infra.rig import CallbackProcess
+from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -27,14 +29,13 @@ from rating_stream.loadgen import (
     opening_balances,
     publish_reference,
 )
+from tests.rigs import committed_keys, rater_args, run_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LEGS = 3000
 RATE_PER_S = 100
 PAUSE_S = 20
-
-
 
 
 def _feed(topic: str, legs, errors: list[BaseException]) -> None:
@@ -50,8 +51,6 @@ def _feed(topic: str, legs, errors: list[BaseException]) -> None:
         errors.append(exc)
 
 
-
-
 def test_rater_and_sink_ride_out_a_20_s_kafka_pause(stack, tmp_path):
     from infra import stack as local_stack
 
@@ -59,14 +58,19 @@ def test_rater_and_sink_ride_out_a_20_s_kafka_pause(stack, tmp_path):
     topics = run_topics(run)
     publish_reference(run)
     legs = list(make_legs(run, LEGS, seed=17))
-    rater = Proc(
-        ["rating", "--batch-max", "200", "--group-id", f"rater-{run}", "--legs-topic", topics["legs"],
-         "--cdr-topic", topics["cdr"], "--balances-topic", topics["balances"]],
-        tmp_path / "rater.log",
-    ).start()
-    sink = Proc(
-        ["cdr-sink", "--topic", topics["cdr"], "--group-id", f"sink-{run}", "--batch-max", "300",
-         "--flush-interval-s", "0.3"],
+    rater = CallbackProcess(rater_args(run, topics, 200), tmp_path / "rater.log").start()
+    sink = CallbackProcess(
+        [
+            "cdr-sink",
+            "--topic",
+            topics["cdr"],
+            "--group-id",
+            f"sink-{run}",
+            "--batch-max",
+            "300",
+            "--flush-interval-s",
+            "0.3",
+        ],
         tmp_path / "sink.log",
     ).start()
     ch = stack.clickhouse_client()
@@ -76,9 +80,12 @@ def test_rater_and_sink_ride_out_a_20_s_kafka_pause(stack, tmp_path):
     kafka_pid = local_stack.layout().kafka_process().running_pid()
     assert kafka_pid is not None
     try:
-        assert wait_for(lambda: "ready" in rater.log.read_text(), 60), rater.tail()
+        assert wait_until(lambda: "ready" in rater.log_text(), 60), rater.tail()
         feeder.start()
-        assert wait_for(lambda: ch.execute(stored)[0][0] > 200, 60, 0.5), (rater.tail(), sink.tail())
+        assert wait_until(lambda: ch.execute(stored)[0][0] > 200, 60, interval=0.5), (
+            rater.tail(),
+            sink.tail(),
+        )
         os.kill(kafka_pid, signal.SIGSTOP)
         try:
             time.sleep(PAUSE_S)
@@ -87,7 +94,7 @@ def test_rater_and_sink_ride_out_a_20_s_kafka_pause(stack, tmp_path):
         feeder.join(180)
         assert not errors, errors
         done = lambda: ch.execute(stored)[0][0] >= LEGS or not (rater.alive and sink.alive)  # noqa: E731
-        assert wait_for(done, 180, 1), (
+        assert wait_until(done, 180, interval=1), (
             f"{ch.execute(stored)[0][0]} of {LEGS} stored\nrater:\n{rater.tail()}\nsink:\n{sink.tail()}"
         )
         assert rater.alive, f"the rater exited:\n{rater.tail()}"
@@ -111,5 +118,5 @@ def test_rater_and_sink_ride_out_a_20_s_kafka_pause(stack, tmp_path):
     raw = ch.execute(f"SELECT count() FROM callback.cdr WHERE callback_id LIKE '{run}-%'")[0][0]
     ch.disconnect()
     print(f"{LEGS} legs, {raw} rows inserted ({raw - LEGS} re-inserted after the pause, collapsed by FINAL)")
-    sink_log = sink.log.read_text()
+    sink_log = sink.log_text()
     print("sink noticed:", [line for line in sink_log.splitlines() if "commit" in line.lower()][:5])

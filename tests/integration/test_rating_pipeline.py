@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from infra.process import wait_until
+from infra.rig import CallbackProcess
 from rating_stream.cdr import CDR_COLUMNS
-from rating_stream.harness import Proc, read_balances, wait_for
+from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -37,10 +38,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def pipeline(stack, tmp_path_factory) -> Iterator[tuple[Proc, Proc]]:
+def pipeline(stack, tmp_path_factory) -> Iterator[tuple[CallbackProcess, CallbackProcess]]:
     logs = tmp_path_factory.mktemp("rating-pipeline")
-    rater = Proc(["rating", "--batch-max", "500"], logs / "rater.log").start()
-    sink = Proc(["cdr-sink", "--flush-interval-s", "0.3"], logs / "sink.log").start()
+    rater = CallbackProcess(["rating", "--batch-max", "500"], logs / "rater.log").start()
+    sink = CallbackProcess(["cdr-sink", "--flush-interval-s", "0.3"], logs / "sink.log").start()
     yield rater, sink
     codes = rater.stop(), sink.stop()
     assert codes == (0, 0), f"unclean exit {codes}\nrater:\n{rater.tail()}\nsink:\n{sink.tail()}"
@@ -53,9 +54,11 @@ def ch(stack):
     client.disconnect()
 
 
-def wait_cdrs(ch, run: str, n: int, procs: tuple[Proc, Proc], timeout_s: float = 90) -> None:
+def wait_cdrs(
+    ch, run: str, n: int, procs: tuple[CallbackProcess, CallbackProcess], timeout_s: float = 90
+) -> None:
     sql = f"SELECT count() FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'"
-    ok = wait_for(lambda: ch.execute(sql)[0][0] >= n, timeout_s, 0.5)
+    ok = wait_until(lambda: ch.execute(sql)[0][0] >= n, timeout_s, interval=0.5)
     got = ch.execute(sql)[0][0]
     assert ok and got == n, f"{got} of {n} CDRs stored\nrater:\n{procs[0].tail()}\nsink:\n{procs[1].tail()}"
 
@@ -78,7 +81,7 @@ def test_legs_in_cdrs_in_clickhouse_and_balances_out(pipeline, ch):
 
     charges, count = expected_charges(expected)
     opening = opening_balances(run)
-    assert wait_for(lambda: set(charges) <= set(read_balances()), 30)
+    assert wait_until(lambda: set(charges) <= set(read_balances()), 30)
     balances = read_balances()
     for key, charged in charges.items():
         assert balances[key].balance == opening[key] - charged, key
@@ -197,7 +200,7 @@ def test_unratable_legs_go_to_the_dead_letter_topic_with_the_reason(pipeline, ch
     }
     produce("callback.legs", [(k, v) for k, (v, _kind) in bad.items()] + list(leg_records(good)))
     wait_cdrs(ch, run, len(good), pipeline)  # the good legs around them were rated regardless
-    assert wait_for(lambda: len(_dead_letters(set(bad))) == len(bad), 30)
+    assert wait_until(lambda: len(_dead_letters(set(bad))) == len(bad), 30)
     letters = _dead_letters(set(bad))
     for key, (value, kind) in bad.items():
         letter = letters[key]
@@ -235,14 +238,15 @@ def test_a_leg_first_published_before_the_raters_memory_goes_to_review_not_to_a_
     run = f"rh{uuid.uuid4().hex[:8]}"
     publish_reference(run)
     leg = next(
-        leg for leg in make_legs(run, 60)
+        leg
+        for leg in make_legs(run, 60)
         if leg.payer.kind is PayerKind.USER and leg.answered_at is not None and leg.billsec_ms > 10_000
     )
     old = leg.model_copy(update={"time": datetime.now(UTC) - timedelta(hours=7)})
     fresh = leg.model_copy(update={"leg_id": f"{leg.leg_id}-fresh", "callback_id": f"{run}-fresh"})
     produce("callback.legs", leg_records([old, fresh]))
     wait_cdrs(ch, run, 1, pipeline)
-    assert wait_for(lambda: old.callback_id.encode() in _dead_letters({old.callback_id.encode()}), 30)
+    assert wait_until(lambda: old.callback_id.encode() in _dead_letters({old.callback_id.encode()}), 30)
     letter = _dead_letters({old.callback_id.encode()})[old.callback_id.encode()]
     assert letter.error_kind == "beyond_dedupe_horizon" and letter.details["leg_id"] == old.leg_id
     assert ch.execute(f"SELECT count() FROM callback.cdr WHERE leg_id = '{old.leg_id}'")[0][0] == 0
@@ -260,8 +264,8 @@ def test_sink_rides_out_a_clickhouse_outage(pipeline, ch, stack):
     local_stack.layout().clickhouse_process().stop()
     try:
         produce("callback.legs", leg_records(legs))
-        sink_log = Path(pipeline[1].log)
-        assert wait_for(lambda: "retrying in" in sink_log.read_text(), 30), pipeline[1].tail()
+        sink_log = pipeline[1].log_path
+        assert wait_until(lambda: "retrying in" in sink_log.read_text(), 30), pipeline[1].tail()
     finally:
         local_stack.up(provision=False)
     ch.disconnect()

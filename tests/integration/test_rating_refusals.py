@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from callback.kafka_io import base_config
+from infra.process import wait_until
+from infra.rig import CallbackProcess
 from rating_stream.cdr import cdr_json, cdr_row
 from rating_stream.engine import CompiledTariff, quote
-from rating_stream.harness import Proc, wait_for
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference, tariffs
 from rating_stream.replay import read_topics
 from schemas.callback import PayerKind
@@ -31,22 +32,9 @@ from schemas.envelope import MONEY_MAX, DeadLetter
 from schemas.rating import RatedCdr
 from schemas.reference import CONNECTION_FEE_MAX, MAX_BILLED_S, RATE_MAX
 from schemas.topics import CONFIG_TARIFFS, CONFIG_USERS
+from tests.rigs import committed_keys, rater_args, run_topics
 
 pytestmark = pytest.mark.integration
-
-
-def _topics(run: str, partitions: int = 3, *names: str) -> dict[str, str]:
-    topics = {what: f"test.{run}.{what}" for what in names}
-    admin = AdminClient(base_config())
-    futures = admin.create_topics(
-        [
-            NewTopic(t, partitions, 1, config={"cleanup.policy": "compact"} if what == "balances" else {})
-            for what, t in topics.items()
-        ]
-    )
-    for future in futures.values():
-        future.result()
-    return topics
 
 
 def _dead_letters(topic: str, keys: set[bytes]) -> dict[bytes, list[DeadLetter]]:
@@ -60,12 +48,6 @@ def _dead_letters(topic: str, keys: set[bytes]) -> dict[bytes, list[DeadLetter]]
     return found
 
 
-def _committed_keys(topic: str) -> list[str]:
-    keys: list[str] = []
-    read_topics("refusals-check", [topic], lambda m: keys.append(m.key().decode()))
-    return keys
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "callback.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -73,17 +55,22 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 # --- item 1: a tariff the rater cannot compute ------------------------------------------------------
 
+
 def test_an_unpriceable_tariff_published_by_hand_is_refused_and_the_rater_keeps_rating(stack, tmp_path):
     """A rate of 1e400 published straight onto config.tariffs (no loader in between) used to kill
     the rater with InvalidOperation at the first leg it priced, and again after every restart."""
     run = f"ru{uuid.uuid4().hex[:8]}"
-    topics = _topics(run, 3, "legs", "cdr", "balances")
+    topics = run_topics(run)
     publish_reference(run)
     broken = f"{run}-broken"
     victim = f"{run}-victim"
     raw_tariff = json.dumps(
-        {"tariff_id": broken, "currency": "USD", "precision": 4,
-         "rates": [{"prefix": "", "destination": "anything", "rate_per_minute": "1e400"}]}
+        {
+            "tariff_id": broken,
+            "currency": "USD",
+            "precision": 4,
+            "rates": [{"prefix": "", "destination": "anything", "rate_per_minute": "1e400"}],
+        }
     ).encode()
     user = {"user_id": victim, "name": "victim", "tariff_id": broken, "balance": "10"}
     raw_user = json.dumps(user).encode()
@@ -93,26 +80,30 @@ def test_an_unpriceable_tariff_published_by_hand_is_refused_and_the_rater_keeps_
     legs = [leg for leg in make_legs(run, 200) if leg.answered_at is not None and leg.billsec_ms > 2000]
     good = legs[:60]
     victims = [
-        leg.model_copy(update={"payer": leg.payer.model_copy(update={"kind": PayerKind.USER, "id": victim}),
-                               "leg_id": f"{run}-v{i}:b:0", "callback_id": f"{run}-v{i}"})
+        leg.model_copy(
+            update={
+                "payer": leg.payer.model_copy(update={"kind": PayerKind.USER, "id": victim}),
+                "leg_id": f"{run}-v{i}:b:0",
+                "callback_id": f"{run}-v{i}",
+            }
+        )
         for i, leg in enumerate(legs[60:63])
     ]
     produce(topics["legs"], leg_records(good[:30] + victims[:2] + good[30:]))
 
-    args = ["rating", "--batch-max", "500", "--group-id", f"rater-{run}", "--legs-topic", topics["legs"],
-            "--cdr-topic", topics["cdr"], "--balances-topic", topics["balances"]]
-    rater = Proc(args, tmp_path / "rater.log").start()
+    args = rater_args(run, topics, 500)
+    rater = CallbackProcess(args, tmp_path / "rater.log").start()
     try:
-        rated = lambda: len(_committed_keys(topics["cdr"])) >= len(good)  # noqa: E731
-        assert wait_for(lambda: rated() or not rater.alive, 90), rater.tail()
+        rated = lambda: len(committed_keys(topics["cdr"])) >= len(good)  # noqa: E731
+        assert wait_until(lambda: rated() or not rater.alive, 90), rater.tail()
         assert rater.alive, rater.tail()
-        assert sorted(_committed_keys(topics["cdr"])) == sorted(leg.leg_id for leg in good)
+        assert sorted(committed_keys(topics["cdr"])) == sorted(leg.leg_id for leg in good)
         keys = {leg.callback_id.encode() for leg in victims[:2]}
-        assert wait_for(lambda: len(_dead_letters("dlq.callback.legs", keys)) == 2, 30)
+        assert wait_until(lambda: len(_dead_letters("dlq.callback.legs", keys)) == 2, 30)
         for key, letters in _dead_letters("dlq.callback.legs", keys).items():
             assert [d.error_kind for d in letters] == ["no_tariff"], (key, letters)
             assert broken in letters[0].reason
-        log = rater.log.read_text()
+        log = rater.log_text()
         assert "ignoring invalid config.tariffs record" in log and broken in log
 
         # a restart reloads the same topics and rates on: no crash loop
@@ -120,7 +111,7 @@ def test_an_unpriceable_tariff_published_by_hand_is_refused_and_the_rater_keeps_
         rater.start()
         produce(topics["legs"], leg_records(victims[2:]))
         key = victims[2].callback_id.encode()
-        assert wait_for(lambda: key in _dead_letters("dlq.callback.legs", {key}) or not rater.alive, 60)
+        assert wait_until(lambda: key in _dead_letters("dlq.callback.legs", {key}) or not rater.alive, 60)
         assert rater.alive, rater.tail()
         time.sleep(2)
         assert rater.alive, rater.tail()
@@ -136,6 +127,7 @@ def test_an_unpriceable_tariff_published_by_hand_is_refused_and_the_rater_keeps_
 
 
 # --- item 2: one CDR ClickHouse refuses -------------------------------------------------------------
+
 
 def _cdrs(run: str, n: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of ``n`` rated CDRs of this run, as the rater writes them."""
@@ -171,7 +163,7 @@ def test_a_cdr_clickhouse_refuses_goes_to_the_dead_letter_topic_and_the_rest_is_
     """A CDR with q850_cause 70000 (the column is UInt16) used to make the sink retry its whole
     batch for ever: neither it, nor the good CDRs beside it, nor any later CDR was stored."""
     run = f"rs{uuid.uuid4().hex[:8]}"
-    topics = _topics(run, 2, "cdr")
+    topics = run_topics(run, 2, ("cdr",))
     cdrs = _cdrs(run, 60)
     bad = {
         cdrs[5][0]: _spoil(cdrs[5][1], q850_cause=70000),
@@ -182,21 +174,23 @@ def test_a_cdr_clickhouse_refuses_goes_to_the_dead_letter_topic_and_the_rest_is_
     first = [(k, bad.get(k, v)) for k, v in cdrs[:30]]
     produce(topics["cdr"], first)
     group = f"sink-{run}"
-    sink = Proc(["cdr-sink", "--topic", topics["cdr"], "--group-id", group, "--flush-interval-s", "0.3"],
-                tmp_path / "sink.log").start()
+    sink = CallbackProcess(
+        ["cdr-sink", "--topic", topics["cdr"], "--group-id", group, "--flush-interval-s", "0.3"],
+        tmp_path / "sink.log",
+    ).start()
     ch = stack.clickhouse_client()
     stored = f"SELECT count() FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'"
     try:
         time.sleep(2)
         produce(topics["cdr"], cdrs[30:])  # later CDRs are not held up either
         want = len(cdrs) - len(bad)
-        assert wait_for(lambda: ch.execute(stored)[0][0] >= want, 60, 0.5), (
+        assert wait_until(lambda: ch.execute(stored)[0][0] >= want, 60, interval=0.5), (
             f"{ch.execute(stored)[0][0]} of {want} stored\n{sink.tail()}"
         )
         assert ch.execute(stored)[0][0] == want
         rows = {r[0] for r in ch.execute(f"SELECT leg_id FROM callback.cdr WHERE callback_id LIKE '{run}-%'")}
         assert rows == {k.decode() for k, _v in cdrs} - {k.decode() for k in bad}
-        assert wait_for(lambda: len(_dead_letters("dlq.cdr.rated", set(bad))) == len(bad), 30)
+        assert wait_until(lambda: len(_dead_letters("dlq.cdr.rated", set(bad))) == len(bad), 30)
         letters = _dead_letters("dlq.cdr.rated", set(bad))
         for key, value in bad.items():
             (letter,) = letters[key]
@@ -204,7 +198,7 @@ def test_a_cdr_clickhouse_refuses_goes_to_the_dead_letter_topic_and_the_rest_is_
             assert letter.reason and letter.source_topic == "cdr.rated"
             assert base64.b64decode(letter.value_b64) == value  # the original bytes
         assert "q850_cause" in letters[cdrs[5][0]][0].reason
-        assert wait_for(lambda: _group_lag(group, topics["cdr"]) == 0, 30), "offsets not committed"
+        assert wait_until(lambda: _group_lag(group, topics["cdr"]) == 0, 30), "offsets not committed"
         assert sink.alive, sink.tail()
     finally:
         code = sink.stop()
@@ -216,14 +210,36 @@ def test_the_largest_values_the_contract_allows_are_stored_as_they_are(stack):
     """The other side of the bounds: a CDR at every maximum the models allow fits the real table."""
     run = f"rx{uuid.uuid4().hex[:8]}"
     top = RatedCdr(
-        source="r", leg_id=f"{run}-1:b:65535", callback_id=f"{run}-1", leg="b", attempt=65535,
-        version=2**64 - 1, src="9" * 20, dst="9" * 20, did="9" * 20, pbx_id="p" * 64,
-        started_at="1970-01-01T00:00:00Z", answered_at="2106-02-07T06:28:15Z",
-        ended_at="2106-02-07T06:28:15Z", duration_ms=4_294_967_295_000, billsec_ms=0, billed_s=MAX_BILLED_S,
-        disposition="ANSWERED", q850_cause=127, sip_code=699, payer_kind="callback_user", payer_id="u" * 64,
-        tariff_id="t" * 64, matched_prefix="9" * 20, rate_per_minute=RATE_MAX,
+        source="r",
+        leg_id=f"{run}-1:b:65535",
+        callback_id=f"{run}-1",
+        leg="b",
+        attempt=65535,
+        version=2**64 - 1,
+        src="9" * 20,
+        dst="9" * 20,
+        did="9" * 20,
+        pbx_id="p" * 64,
+        started_at="1970-01-01T00:00:00Z",
+        answered_at="2106-02-07T06:28:15Z",
+        ended_at="2106-02-07T06:28:15Z",
+        duration_ms=4_294_967_295_000,
+        billsec_ms=0,
+        billed_s=MAX_BILLED_S,
+        disposition="ANSWERED",
+        q850_cause=127,
+        sip_code=699,
+        payer_kind="callback_user",
+        payer_id="u" * 64,
+        tariff_id="t" * 64,
+        matched_prefix="9" * 20,
+        rate_per_minute=RATE_MAX,
         connection_fee=CONNECTION_FEE_MAX,
-        increment_s=3600, minimal_time_s=3600, grace_time_s=3600, price=MONEY_MAX, currency="ZZZ",
+        increment_s=3600,
+        minimal_time_s=3600,
+        grace_time_s=3600,
+        price=MONEY_MAX,
+        currency="ZZZ",
         rated_at="2106-02-07T06:28:15Z",
     )
     from rating_stream.cdr import CDR_COLUMNS
@@ -233,14 +249,24 @@ def test_the_largest_values_the_contract_allows_are_stored_as_they_are(stack):
     try:
         ch.execute(f"CREATE TABLE {table} AS callback.cdr")
         row = cdr_row(json.loads(top.model_dump_json()))
-        ch.execute(f"INSERT INTO {table} ({', '.join(CDR_COLUMNS)}) VALUES",
-                   [list(col) for col in zip(row, strict=True)], columnar=True)
+        ch.execute(
+            f"INSERT INTO {table} ({', '.join(CDR_COLUMNS)}) VALUES",
+            [list(col) for col in zip(row, strict=True)],
+            columnar=True,
+        )
         [back] = ch.execute(
             "SELECT attempt, version, duration, q850_cause, rate_per_minute, connection_fee, price, "
             f"billed_s, toUnixTimestamp(end_time) FROM {table}"
         )
         assert back == (
-            65535, 2**64 - 1, 4_294_967_295, 127, RATE_MAX, CONNECTION_FEE_MAX, MONEY_MAX, MAX_BILLED_S,
+            65535,
+            2**64 - 1,
+            4_294_967_295,
+            127,
+            RATE_MAX,
+            CONNECTION_FEE_MAX,
+            MONEY_MAX,
+            MAX_BILLED_S,
             2**32 - 1,
         )
     finally:
@@ -249,6 +275,7 @@ def test_the_largest_values_the_contract_allows_are_stored_as_they_are(stack):
 
 
 # --- item 12: --instance names the static member ----------------------------------------------------
+
 
 def _members(group: str) -> list[str]:
     admin = AdminClient(base_config())
@@ -260,20 +287,25 @@ def test_two_sinks_with_their_own_instance_names_are_two_static_members(stack, t
     """``--instance`` was accepted and ignored: two sinks of one group both joined as
     '<group>-0', and the second fenced the first."""
     run = f"ri{uuid.uuid4().hex[:8]}"
-    topics = _topics(run, 4, "cdr")
+    topics = run_topics(run, 4, ("cdr",))
     group = f"sink-{run}"
     base = ["cdr-sink", "--topic", topics["cdr"], "--group-id", group, "--flush-interval-s", "0.3"]
-    a = Proc([*base, "--instance", "a"], tmp_path / "a.log").start()
-    b = Proc([*base, "--instance", "b"], tmp_path / "b.log").start()
+    a = CallbackProcess([*base, "--instance", "a"], tmp_path / "a.log").start()
+    b = CallbackProcess([*base, "--instance", "b"], tmp_path / "b.log").start()
     ch = stack.clickhouse_client()
     try:
-        assert wait_for(lambda: _members(group) == [f"{group}-a", f"{group}-b"], 60), (
-            _members(group), a.tail(), b.tail()
+        assert wait_until(lambda: _members(group) == [f"{group}-a", f"{group}-b"], 60), (
+            _members(group),
+            a.tail(),
+            b.tail(),
         )
         cdrs = _cdrs(run, 200)
         produce(topics["cdr"], cdrs)
         stored = f"SELECT count() FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'"
-        assert wait_for(lambda: ch.execute(stored)[0][0] == len(cdrs), 60, 0.5), (a.tail(), b.tail())
+        assert wait_until(lambda: ch.execute(stored)[0][0] == len(cdrs), 60, interval=0.5), (
+            a.tail(),
+            b.tail(),
+        )
         time.sleep(3)
         assert a.alive and b.alive, (a.tail(), b.tail())
         assert _members(group) == [f"{group}-a", f"{group}-b"]

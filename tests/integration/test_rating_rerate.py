@@ -12,7 +12,9 @@ from decimal import Decimal
 
 import pytest
 
-from rating_stream.harness import Proc, read_balances, wait_for
+from infra.process import wait_until
+from infra.rig import CallbackProcess
+from rating_stream.harness import read_balances
 from rating_stream.loadgen import leg_records, produce, publish_reference, tariffs
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
 
@@ -41,13 +43,13 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
     day = date(1990, 1, 1) + timedelta(days=random.randrange(7000))
     key = f"user:{run}-u0"
     publish_reference(run)
-    rater = Proc(["rating", "--batch-max", "100"], tmp_path / "rater.log").start()
-    sink = Proc(["cdr-sink", "--flush-interval-s", "0.3"], tmp_path / "sink.log").start()
+    rater = CallbackProcess(["rating", "--batch-max", "100"], tmp_path / "rater.log").start()
+    sink = CallbackProcess(["cdr-sink", "--flush-interval-s", "0.3"], tmp_path / "sink.log").start()
     ch = stack.clickhouse_client()
     try:
         produce("callback.legs", leg_records(spain_minute(run, n, day) for n in range(3)))
         prices = f"SELECT price FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%' ORDER BY leg_id"
-        assert wait_for(lambda: len(ch.execute(prices)) == 3, 60), rater.tail()
+        assert wait_until(lambda: len(ch.execute(prices)) == 3, 60), rater.tail()
         assert [p for (p,) in ch.execute(prices)] == [D("0.08")] * 3
         before = read_balances()[key]
         assert before.balance == D("1000.00") - D("0.24")
@@ -77,7 +79,7 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         assert done.returncode == 0 and "re-priced 3" in done.stdout, done.stdout + done.stderr
         assert f"{key}" in done.stdout and "charge 0.06" in done.stdout
 
-        assert wait_for(lambda: [p for (p,) in ch.execute(prices)] == [D("0.10")] * 3, 60), sink.tail()
+        assert wait_until(lambda: [p for (p,) in ch.execute(prices)] == [D("0.10")] * 3, 60), sink.tail()
         history = ch.execute(
             f"SELECT leg_id, version, price FROM callback.cdr_versions FINAL "
             f"WHERE leg_id LIKE '{run}-%' ORDER BY leg_id, version"
@@ -98,10 +100,10 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         # the rater was fenced by the re-rate: its next transaction fails, it exits, and restarted it
         # continues from the corrected balance
         produce("callback.legs", leg_records([spain_minute(run, 3, day)]))
-        assert wait_for(lambda: not rater.alive, 30), rater.tail()
+        assert wait_until(lambda: not rater.alive, 30), rater.tail()
         assert rater.returncode() != 0 and "fenced" in rater.tail(60)
         rater.start()
-        assert wait_for(lambda: len(ch.execute(prices)) == 4, 60), rater.tail()
+        assert wait_until(lambda: len(ch.execute(prices)) == 4, 60), rater.tail()
         final = read_balances()[key]
         assert final.balance == corrected.balance - D("0.10") and final.sequence == before.sequence + 1
     finally:

@@ -17,8 +17,9 @@ import pytest
 from confluent_kafka import Producer
 
 from callback.kafka_io import producer_config
+from infra.process import wait_until
+from infra.rig import REPO_ROOT, CallbackProcess, KafkaTail, free_port
 from producers.auth import api_key_digest
-from producers.testing import REPO_ROOT, CliProcess, KafkaTail, free_port, wait_until
 from schemas.callback import CallbackInitiation
 from schemas.reference import User
 
@@ -61,7 +62,7 @@ def basic_auth(user: str, password: str) -> dict[str, str]:
 def test_web_callback_reaches_kafka_and_refusals_do_not(stack, tmp_path):
     tail = KafkaTail(["callback.requests"])
     port = free_port()
-    web = CliProcess(
+    web = CallbackProcess(
         [
             "web",
             "--port",
@@ -72,7 +73,7 @@ def test_web_callback_reaches_kafka_and_refusals_do_not(stack, tmp_path):
             "7",
         ],
         tmp_path / "web.log",
-    )
+    ).start()
     try:
         web.wait_for_log("web callback API listening on", timeout=30)
         auth = basic_auth("bob", "bob-web-secret")
@@ -155,7 +156,7 @@ def test_web_follows_config_users_and_a_tombstone_revokes_access(stack, tmp_path
 
     publish(user.model_dump_json().encode())
     port = free_port()
-    web = CliProcess(["web", "--port", str(port)], tmp_path / "web.log")
+    web = CallbackProcess(["web", "--port", str(port)], tmp_path / "web.log").start()
     try:
         web.wait_for_log("web callback API listening on", timeout=60)
         headers = {"X-API-Key": api_key}

@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from callback.cli import app
 from callback.settings import get_settings
+from infra.rig import ami_secret_env
 from producers import reference_data
 from producers.originator import AmiPool
 from producers.reference_data import MissingAmiSecret, resolve_ami_endpoint
-from producers.testing import ami_secret_env, carrier_config_for
+from tests.rigs import carrier_config_for
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "carrier.yaml"
 

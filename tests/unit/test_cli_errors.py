@@ -19,7 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from callback.cli import _OneLineErrors, one_line
-from producers.testing import free_port
+from infra.rig import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "carrier.yaml"

@@ -1,4 +1,4 @@
-"""A whole callback rig on the real stack, for integration tests, the kill test and benchmarks.
+"""A whole callback rig on the real stack, for the processors' integration and kill tests.
 
 ``CallbackRig`` starts, against the running local stack: the PBX simulator (real AMI over TCP, in
 this process), ``callback producer``, ``callback originator`` and ``callback processors`` as real
@@ -13,52 +13,21 @@ runs on one stack never see each other's callbacks, and reference lookups stay u
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infra.pbx_sim.scenario import parse_scenario
+from infra.process import wait_until
+from infra.rig import PBX, CallbackProcess, KafkaTail, SimulatorThread, ami_secret_env, free_port
 from producers.ami_translate import initiation_callback_id
-from producers.testing import CliProcess, KafkaTail, SimulatorThread, ami_secret_env, free_port, wait_until
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig
 from schemas.publish import publish_config
 
-#: the dialplan the simulator plays: short IVR messages, so tests stay quick
-PBX = {
-    "channelvars": ["CALLBACK_ID", "LEG", "ATTEMPT"],
-    "playback_contexts": {"callback-busy-ivr": 0.5, "callback-failed-ivr": 0.5},
-}
 TERMINAL = {s.value for s in TERMINAL_STATES}
 Record = tuple[str, str | None, dict[str, Any]]
-
-
-@dataclass
-class RunNumbers:
-    """Numbers unique to one run: ``ani(7)`` is a Nigerian mobile, ``dest(3)`` a Spanish one."""
-
-    block: str = field(default_factory=lambda: f"{random.randrange(10**6):06d}")
-
-    def ani(self, code: int) -> str:
-        return f"2348{self.block}{code:02d}"
-
-    def us(self, code: int) -> str:
-        return f"1917{self.block}{code:02d}"
-
-    def dest(self, code: int) -> str:
-        return f"346{self.block}{code:02d}"
-
-    def did(self, code: int) -> str:
-        return f"99{self.block}{code:02d}"
-
-    def pin(self, code: int) -> str:
-        return f"{self.block}{code:02d}"
-
-    def card(self, code: int) -> str:
-        return f"88{self.block}{code:02d}"
 
 
 class CallbackRig:
@@ -92,24 +61,24 @@ class CallbackRig:
         self.config = CarrierConfig.model_validate(data)
         self.instance = instance
         self.processors_env = processors_env or {}
-        self.processors: CliProcess | None = None
-        self.extra_processors: list[CliProcess] = []
-        self.originator: CliProcess | None = None
-        self.producer: CliProcess | None = None
+        self.processors: CallbackProcess | None = None
+        self.extra_processors: list[CallbackProcess] = []
+        self.originator: CallbackProcess | None = None
+        self.producer: CallbackProcess | None = None
         self.tail = KafkaTail(["callback.sessions", "pbx.commands", "callback.legs"])
         try:
             publish_config(self.config, transactional_id=f"config-{self.tag}")
             self.start_processors()
-            self.originator = CliProcess(
+            self.originator = CallbackProcess(
                 ["originator", "--journal", str(tmp / "originator.journal"), "--group", f"orig-{self.tag}"],
                 tmp / "originator.log",
                 env=ami_secret_env(self.server),
-            )
-            self.producer = CliProcess(
+            ).start()
+            self.producer = CallbackProcess(
                 ["producer", "--pbx", self.server, "--host", self.sim.host, "--port", str(self.sim.port),
                  "--username", "callback", "--secret", "callback"],
                 tmp / "producer.log",
-            )
+            ).start()
             self.originator.wait_for_log("assigned pbx.commands partitions", timeout=60)
             self.producer.wait_for_log("logged in", timeout=60)
             self.wait_processors_ready()
@@ -118,15 +87,15 @@ class CallbackRig:
             raise  # would execute the next run's commands too)
 
     # --- processes ---------------------------------------------------------------------------------
-    def start_processors(self, instance: str | None = None) -> CliProcess:
+    def start_processors(self, instance: str | None = None) -> CallbackProcess:
         """Start the worker (again), or with ``instance`` another worker of the same group."""
         n = len(list(self.tmp.glob("processors*.log")))
-        process = CliProcess(
+        process = CallbackProcess(
             ["processors", "--instance", instance or self.instance, "--web-port", str(free_port()),
              "--data-dir", str(self.tmp / "processors-data")],
             self.tmp / f"processors{n}.log",
             env=self.processors_env,
-        )
+        ).start()
         if instance is None:
             self.processors = process
         else:
@@ -176,7 +145,7 @@ class CallbackRig:
 
         try:
             return wait_until(done, timeout, f"the outcome of {callback_id}", interval=0.1)
-        except AssertionError:
+        except TimeoutError:
             raise AssertionError(self.diagnose(callback_id)) from None
 
     def diagnose(self, callback_id: str) -> str:

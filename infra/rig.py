@@ -1,8 +1,9 @@
-"""Helpers for tests of the AMI side against real servers (no mocks): the PBX simulator in a thread,
-a cuttable TCP proxy (to drop an AMI connection mid-call without stopping the PBX), a Kafka tail that
-collects records, and ``callback`` subprocesses that can be SIGKILLed.
+"""What the demo, the benchmarks and the tests run on this machine, beside the local stack: ``callback``
+subprocesses that can be SIGKILLed and restarted, the PBX simulator on a thread, a TCP proxy that can
+cut an AMI connection mid-call, a tail that collects the records of some topics, free ports.
 
-Kept in the package (like ``panoramisk.testing``) so integration and end-to-end suites share them.
+The demo (``callback demo``) and the benchmarks (``callback bench``) are product commands, so these
+live in the product; helpers only tests use are under ``tests/``. Waiting is ``infra.process.wait_until``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,11 +19,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from infra.process import wait_until
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,17 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class LoopThread:
@@ -231,8 +224,8 @@ class KafkaTail:
         self._consumer.close()
 
 
-#: every CliProcess started by this interpreter: killed at exit if a test could not stop it, so a
-#: stray originator or worker never outlives its test run (and never acts on the next run's records)
+#: every CallbackProcess started by this interpreter: killed at exit if its owner could not stop it, so
+#: a stray originator or worker never outlives its run (and never acts on the next run's records)
 _RUNNING: set[subprocess.Popen[bytes]] = set()
 
 
@@ -243,133 +236,138 @@ def _kill_leftovers() -> None:
             proc.kill()
 
 
-class CliProcess:
-    """A ``callback ...`` subprocess with its output in a log file; ``kill()`` is SIGKILL."""
+class CallbackProcess:
+    """One ``callback <args>`` subprocess, its output appended to ``log_path``; ``start`` (again after
+    ``kill``, as a supervisor would), ``kill`` (SIGKILL: a crash), ``stop`` (SIGTERM: a clean exit).
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.args = args
+    Each runs in its own session, so a signal hits exactly that process. ``env`` is added to this
+    process's environment. ``interpreter_args`` go before ``-m callback.cli`` (e.g. ``-m cProfile -o
+    FILE``, for a profiled run)."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        interpreter_args: Sequence[str] = (),
+    ) -> None:
+        self.args = list(args)
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        cmd = [str(Path(sys.executable).parent / "callback"), *args]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
+        self.env = env or {}
+        self.interpreter_args = list(interpreter_args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    def start(self) -> CallbackProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            out.write(f"--- start {self.starts + 1}: callback {' '.join(self.args)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.interpreter_args, "-m", "callback.cli", *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
         _RUNNING.add(self.proc)
+        self.starts += 1
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` is in the log; ``TimeoutError`` after ``timeout``, ``RuntimeError``
+        (with the log's end) as soon as the process exits without having written it."""
+
         def found() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"{self.args[0]} exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}"
+            if not self.alive:
+                raise RuntimeError(
+                    f"callback {self.args[0]} exited with {self.returncode()}:\n{self.log_text()[-3000:]}"
                 )
             return text in self.log_text()
 
-        wait_until(found, timeout, f"{text!r} in the log of {' '.join(self.args[:2])}")
+        wait_until(
+            found, timeout, f"{text!r} in the log of callback {' '.join(self.args[:2])}", interval=0.05
+        )
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL: no clean-up, no flush, no goodbye -- a crash."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+            self.kills += 1
 
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL if it does not exit in time); returns the exit code."""
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+                self.proc.kill()
+                self.proc.wait(10)
         return self.proc.returncode
 
-
-class AmiClient:
-    """A real panoramisk client on its own loop thread, for a test to act as 'another AMI user'."""
-
-    def __init__(self, host: str, port: int, username: str = "callback", secret: str = "callback") -> None:
-        from panoramisk import Manager
-
-        self.loops = LoopThread()
-
-        async def connect() -> Any:
-            manager = Manager(
-                loop=asyncio.get_running_loop(),
-                host=host,
-                port=port,
-                username=username,
-                secret=secret,
-                events="off",
-                ping_delay=60,
-            )
-            manager.connect()
-            for _ in range(200):
-                if manager.authenticated:
-                    return manager
-                await asyncio.sleep(0.05)
-            raise AssertionError("test AMI client could not log in")
-
-        self.manager = self.loops.run(connect())
-
-    def send(self, action: dict[str, Any]) -> dict[str, Any]:
-        async def send() -> Any:
-            return await asyncio.wait_for(self.manager.send_action(action, as_list=False), 10)
-
-        reply = self.loops.run(send())
-        return dict(reply.items())
-
-    def close(self) -> None:
-        self.manager.close()
-        self.loops.close()
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
 
 def ami_secret_env(server_id: str, secret: str = "callback") -> dict[str, str]:
     """The environment that gives ``callback producer`` / ``originator`` the AMI secret of one PBX
-    (``ami.secrets.<server_id>`` of the settings), for ``CliProcess(..., env=...)``."""
+    (``ami.secrets.<server_id>`` of the settings), for ``CallbackProcess(..., env=...)``."""
     return {f"CALLBACK_AMI__SECRETS__{server_id.upper()}": secret}
 
 
-def carrier_config_for(
-    path: Path,
-    servers: dict[str, tuple[str, int]],
-    secret: str = "callback",
-    base: Path | None = None,
-    *,
-    secret_in_file: bool = True,
-) -> Path:
-    """The example carrier YAML with its servers pointed at test PBXes: {server_id: (host, port)}.
+#: the dialplan the simulator plays: short IVR messages, so tests stay quick
+PBX = {
+    "channelvars": ["CALLBACK_ID", "LEG", "ATTEMPT"],
+    "playback_contexts": {"callback-busy-ivr": 0.5, "callback-failed-ivr": 0.5},
+}
 
-    ``secret_in_file`` writes each server's ``ami_secret`` into the file, the deprecated way a
-    ``--config`` process still accepts; without it the processes need ``ami_secret_env``."""
-    import yaml
 
-    data = yaml.safe_load((base or REPO_ROOT / "examples" / "carrier.yaml").read_text())
-    kept = []
-    for server in data["servers"]:
-        server.pop("ami_secret", None)
-        if server["server_id"] in servers:
-            server["ami_host"], server["ami_port"] = servers[server["server_id"]]
-            server["ami_username"] = "callback"
-            kept.append(server)
-    for server_id, (host, port) in servers.items():
-        if server_id not in {s["server_id"] for s in kept}:
-            kept.append(
-                {"server_id": server_id, "ami_host": host, "ami_port": port, "ami_username": "callback"}
-            )
-    if secret_in_file:
-        for server in kept:
-            server["ami_secret"] = secret
-    data["servers"] = kept
-    ids = {s["server_id"] for s in kept}
-    data["callback_settings"]["callback_server_id"] = kept[0]["server_id"]
-    for did in data["dids"]:
-        if did.get("pbx_id") not in ids:
-            did["pbx_id"] = kept[0]["server_id"]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+@dataclass
+class RunNumbers:
+    """Numbers unique to one run: ``ani(7)`` is a Nigerian mobile, ``dest(3)`` a Spanish one."""
+
+    block: str = field(default_factory=lambda: f"{random.randrange(10**6):06d}")
+
+    def ani(self, code: int) -> str:
+        return f"2348{self.block}{code:02d}"
+
+    def us(self, code: int) -> str:
+        return f"1917{self.block}{code:02d}"
+
+    def dest(self, code: int) -> str:
+        return f"346{self.block}{code:02d}"
+
+    def did(self, code: int) -> str:
+        return f"99{self.block}{code:02d}"
+
+    def pin(self, code: int) -> str:
+        return f"{self.block}{code:02d}"
+
+    def card(self, code: int) -> str:
+        return f"88{self.block}{code:02d}"
