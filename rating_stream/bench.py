@@ -30,12 +30,13 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import base_config
 from callback.reference_feed import RATING_TOPICS
 from rating_stream.cdr import _epoch
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
 from rating_stream.rater import Rater, RaterOptions
-from rating_stream.sink import CdrSink, SinkOptions, clickhouse_client
+from rating_stream.sink import CdrSink, SinkOptions
 
 RAW_COLUMNS = (
     "leg_id",

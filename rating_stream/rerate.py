@@ -22,13 +22,13 @@ from decimal import Decimal
 
 from confluent_kafka import Producer
 
+from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import producer_config
 from callback.reference_feed import ReferenceFeed
 from rating_stream.cdr import rated_cdr
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import payer_terms
 from rating_stream.rater import RaterOptions, load_ledger
-from rating_stream.sink import clickhouse_client
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind
 
 log = logging.getLogger(__name__)
