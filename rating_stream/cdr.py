@@ -1,7 +1,9 @@
 """The rated CDR, both ways: (leg, quote) -> ``RatedCdr`` for Kafka, and its JSON -> a ClickHouse row.
 
-Pure functions. The column list here is the single place that must agree with
-``infra/migrations/0002_cdr.sql``; an integration test inserts through it into the real table.
+Pure functions. ``CDR_COLUMNS`` here is the one list of the ``cdr`` table's columns and their order,
+and the single place that must agree with ``infra/migrations/0002_cdr.sql`` (a unit test compares
+them, an integration test inserts through it into the real table); the sink inserts by it, the
+rating bench's pass-through table and ``callback rerate``'s read take their columns from it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,30 @@ CDR_COLUMNS: tuple[str, ...] = (
     "rated_at",
     "rated_ms",
 )
+
+#: The columns rating adds to a leg: its CDR version, the durations in whole seconds, the terms it
+#: was priced by, its price and when. The rest of ``CDR_COLUMNS`` is the finished leg as it came.
+RATING_COLUMNS: frozenset[str] = frozenset({
+    "version",
+    "duration",
+    "billsec",
+    "duration_ms",
+    "billsec_ms",
+    "billed_s",
+    "tariff_id",
+    "matched_prefix",
+    "rate_per_minute",
+    "connection_fee",
+    "increment_s",
+    "minimal_time_s",
+    "grace_time_s",
+    "price",
+    "currency",
+    "rated_at",
+    "rated_ms",
+})
+#: The finished leg's own columns, in ``CDR_COLUMNS`` order: what a leg fills before it is rated
+LEG_COLUMNS: tuple[str, ...] = tuple(c for c in CDR_COLUMNS if c not in RATING_COLUMNS)
 
 
 def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, source: str) -> RatedCdr:
