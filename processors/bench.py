@@ -610,9 +610,9 @@ class Rig:
     """Simulator, producer, originator and processors worker for one benchmark run."""
 
     def __init__(self, tmp: Path, opts: BenchOptions) -> None:
+        from callback.publish import publish_config
         from processors.testing import PBX, RunNumbers
         from schemas.carrier_config import CarrierConfig
-        from schemas.publish import publish_config
 
         self.tmp = tmp
         self.opts = opts

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from callback.publish import publish_config
 from infra.pbx_sim.scenario import parse_scenario
 from producers.ami_translate import initiation_callback_id
 from producers.testing import CliProcess, KafkaTail, SimulatorThread, ami_secret_env, free_port, wait_until
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig
-from schemas.publish import publish_config
 
 #: the dialplan the simulator plays: short IVR messages, so tests stay quick
 PBX = {
