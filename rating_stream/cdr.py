@@ -21,71 +21,53 @@ from schemas.envelope import SCHEMA_VERSION
 from schemas.rating import RatedCdr
 from schemas.reference import Rate
 
-#: Columns the sink fills, in the order ``cdr_row`` yields them (inserted_at takes its default).
-CDR_COLUMNS: tuple[str, ...] = (
-    "leg_id",
-    "callback_id",
-    "attempt",
-    "leg",
-    "version",
-    "src",
-    "dst",
-    "did",
-    "pbx_id",
-    "start_time",
-    "start_ms",
-    "answer_time",
-    "answer_ms",
-    "end_time",
-    "end_ms",
-    "duration",
-    "billsec",
-    "duration_ms",
-    "billsec_ms",
-    "billed_s",
-    "disposition",
-    "q850_cause",
-    "sip_code",
-    "payer_kind",
-    "payer_id",
-    "tariff_id",
-    "matched_prefix",
-    "rate_per_minute",
-    "connection_fee",
-    "increment_s",
-    "minimal_time_s",
-    "grace_time_s",
-    "price",
-    "currency",
-    "auth_method",
-    "final_state",
-    "rated_at",
-    "rated_ms",
+_LEG, _RATING = "leg", "rating"
+#: Every column the sink fills, in the order ``cdr_row`` yields them (inserted_at takes its default),
+#: with what fills it: the finished leg as it came (``_LEG``), or rating (``_RATING``: the CDR's
+#: version, the durations in whole seconds, the terms the leg was priced by, its price and when)
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("leg_id", _LEG),
+    ("callback_id", _LEG),
+    ("attempt", _LEG),
+    ("leg", _LEG),
+    ("version", _RATING),
+    ("src", _LEG),
+    ("dst", _LEG),
+    ("did", _LEG),
+    ("pbx_id", _LEG),
+    ("start_time", _LEG),
+    ("start_ms", _LEG),
+    ("answer_time", _LEG),
+    ("answer_ms", _LEG),
+    ("end_time", _LEG),
+    ("end_ms", _LEG),
+    ("duration", _RATING),
+    ("billsec", _RATING),
+    ("duration_ms", _RATING),
+    ("billsec_ms", _RATING),
+    ("billed_s", _RATING),
+    ("disposition", _LEG),
+    ("q850_cause", _LEG),
+    ("sip_code", _LEG),
+    ("payer_kind", _LEG),
+    ("payer_id", _LEG),
+    ("tariff_id", _RATING),
+    ("matched_prefix", _RATING),
+    ("rate_per_minute", _RATING),
+    ("connection_fee", _RATING),
+    ("increment_s", _RATING),
+    ("minimal_time_s", _RATING),
+    ("grace_time_s", _RATING),
+    ("price", _RATING),
+    ("currency", _RATING),
+    ("auth_method", _LEG),
+    ("final_state", _LEG),
+    ("rated_at", _RATING),
+    ("rated_ms", _RATING),
 )
-
-#: The columns rating adds to a leg: its CDR version, the durations in whole seconds, the terms it
-#: was priced by, its price and when. The rest of ``CDR_COLUMNS`` is the finished leg as it came.
-RATING_COLUMNS: frozenset[str] = frozenset({
-    "version",
-    "duration",
-    "billsec",
-    "duration_ms",
-    "billsec_ms",
-    "billed_s",
-    "tariff_id",
-    "matched_prefix",
-    "rate_per_minute",
-    "connection_fee",
-    "increment_s",
-    "minimal_time_s",
-    "grace_time_s",
-    "price",
-    "currency",
-    "rated_at",
-    "rated_ms",
-})
+CDR_COLUMNS: tuple[str, ...] = tuple(name for name, _filled_by in _COLUMNS)
 #: The finished leg's own columns, in ``CDR_COLUMNS`` order: what a leg fills before it is rated
-LEG_COLUMNS: tuple[str, ...] = tuple(c for c in CDR_COLUMNS if c not in RATING_COLUMNS)
+LEG_COLUMNS: tuple[str, ...] = tuple(name for name, filled_by in _COLUMNS if filled_by == _LEG)
 
 
 def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, source: str) -> RatedCdr:
