@@ -196,10 +196,10 @@ def migrate(
     from clickhouse_driver.errors import Error as ClickHouseError
 
     from callback.clickhouse_io import clickhouse_client
-    from infra.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations
+    from infra.migrate import MIGRATIONS_DIR, STATEMENT_TIMEOUT_S, MigrationError, apply_migrations
 
     ch = get_settings().clickhouse
-    client = clickhouse_client(ch)
+    client = clickhouse_client(ch, send_receive_timeout=STATEMENT_TIMEOUT_S)
     try:
         done = apply_migrations(client, directory or MIGRATIONS_DIR)
     except ClickHouseError as exc:  # connection refused, auth: a user-fixable setting

@@ -575,12 +575,13 @@ def _provision(lay: StackLayout) -> tuple[Any, list[str]]:
     """Create the topic catalogue and apply migrations on this stack's own servers."""
     from callback.clickhouse_io import clickhouse_client
     from callback.settings import ClickHouseSettings
-    from infra.migrate import apply_migrations
+    from infra.migrate import STATEMENT_TIMEOUT_S, apply_migrations
     from infra.topics import apply_catalogue
 
     # by address, like the probes: these are this stack's servers whatever the settings point at
     topics = apply_catalogue(lay.kafka_bootstrap, replication_factor=1)
-    client = clickhouse_client(ClickHouseSettings(host=HOST, port=lay.settings.clickhouse_tcp_port))
+    client = clickhouse_client(ClickHouseSettings(host=HOST, port=lay.settings.clickhouse_tcp_port),
+                               send_receive_timeout=STATEMENT_TIMEOUT_S)
     try:
         migrations = apply_migrations(client)
     finally:
