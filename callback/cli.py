@@ -1,8 +1,9 @@
 """The single ``callback`` console script.
 
 Each component owns its own Typer sub-app in its package (``infra/cli.py``, ``schemas/cli.py``,
-``producers/cli.py``, ``rating_stream/cli.py``, ``processors/cli.py``); this module only mounts them,
-so heavy imports (Faust, panoramisk) happen only for the subcommand that needs them.
+``callback/config_cli.py``, ``producers/cli.py``, ``rating_stream/cli.py``, ``processors/cli.py``);
+this module only mounts them, so heavy imports (Faust, panoramisk) happen only for the subcommand
+that needs them.
 
 Errors: whatever escapes a command ends it with one line on stderr (``error: ...``) and exit code
 1, never a traceback: the errors a person makes (Kafka not running, a bad file, a bad value, a
@@ -86,6 +87,7 @@ _COMPONENTS = (
     "infra.cli",
     "infra.pbx_sim.cli",
     "schemas.cli",
+    "callback.config_cli",
     "producers.cli",
     "processors.cli",
     "rating_stream.cli",

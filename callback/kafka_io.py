@@ -32,7 +32,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from callback.settings import get_settings
+from callback.settings import KafkaSettings, get_settings
 from schemas.envelope import DeadLetter
 from schemas.topics import dead_letter_topic
 
@@ -93,12 +93,22 @@ _SILENT = logging.getLogger("librdkafka.probe")
 _SILENT.disabled = True
 
 
-def base_config() -> dict[str, Any]:
-    kafka = get_settings().kafka
+def base_config(kafka: KafkaSettings | str | None = None, *, silent: bool = False) -> dict[str, Any]:
+    """The librdkafka settings every client starts from: bootstrap, security protocol, the extra
+    settings (SASL/TLS) and the log handler above; the one place a client config is built.
+
+    ``kafka`` is the cluster: settings.kafka when None, other ``KafkaSettings``, or a bare bootstrap
+    address (a plaintext broker, e.g. the local stack's own before any settings point at it).
+    ``silent`` drops librdkafka's log, for probes whose failure the caller reports in its own words.
+    """
+    if kafka is None:
+        kafka = get_settings().kafka
+    elif isinstance(kafka, str):
+        kafka = KafkaSettings(bootstrap_servers=kafka)
     conf: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
-        "logger": LIBRDKAFKA_LOG,
+        "logger": _SILENT if silent else LIBRDKAFKA_LOG,
     }
     conf.update(kafka.extra)
     return conf
@@ -156,7 +166,7 @@ def check_reachable(timeout_s: float = 5.0, hint: str | None = None) -> None:
         raise KafkaUnreachable(bootstrap, "; ".join(dict.fromkeys(problems)), hint)
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(base_config() | {"logger": _SILENT})
+    admin = AdminClient(base_config(silent=True))
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

@@ -34,13 +34,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _kafka_admin_config() -> dict:
-    """settings.kafka as an admin client config, after checking (in seconds, one line if not) that
-    Kafka answers there; librdkafka's own log goes through logging (``callback.kafka_io``)."""
-    from callback.kafka_io import LIBRDKAFKA_LOG, check_reachable
-    from infra.topics import admin_config
+    """settings.kafka as a client config (``callback.kafka_io.base_config``), after checking (in
+    seconds, one line if not) that Kafka answers there."""
+    from callback.kafka_io import base_config, check_reachable
 
     check_reachable()
-    return {**admin_config(get_settings().kafka), "logger": LIBRDKAFKA_LOG}
+    return base_config()
 
 
 def _one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -152,9 +151,11 @@ def topics_apply(
     )] = -1,
 ) -> None:
     """Create missing catalogue topics and set their catalogued configs."""
+    from callback.kafka_io import check_reachable
     from infra.topics import apply_catalogue
 
-    report = apply_catalogue(_kafka_admin_config(), replication_factor=replication_factor)
+    check_reachable()  # one line within seconds rather than the admin client's retries
+    report = apply_catalogue(replication_factor=replication_factor)
     for name in report.created:
         typer.echo(f"created  {name}")
     for name, diff in report.altered.items():
@@ -192,13 +193,13 @@ def migrate(
         "--dir", help="Folder of NNNN_name.sql files (default: infra/migrations).")] = None,
 ) -> None:
     """Apply pending ClickHouse migrations to the server of settings.clickhouse."""
-    from clickhouse_driver import Client
     from clickhouse_driver.errors import Error as ClickHouseError
 
-    from infra.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations
+    from callback.clickhouse_io import clickhouse_client
+    from infra.migrate import MIGRATIONS_DIR, STATEMENT_TIMEOUT_S, MigrationError, apply_migrations
 
     ch = get_settings().clickhouse
-    client = Client(host=ch.host, port=ch.port, user=ch.user, password=ch.password, connect_timeout=5)
+    client = clickhouse_client(ch, send_receive_timeout=STATEMENT_TIMEOUT_S)
     try:
         done = apply_migrations(client, directory or MIGRATIONS_DIR)
     except ClickHouseError as exc:  # connection refused, auth: a user-fixable setting

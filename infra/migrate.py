@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DATABASE = "callback"
 TABLE = f"{DATABASE}.schema_migrations"
+#: seconds one statement may take (the client's send_receive_timeout): a migration may rewrite or
+#: backfill a large table, so the driver's own default rather than the sink's minute
+STATEMENT_TIMEOUT_S = 300
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)

@@ -398,9 +398,12 @@ def _kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
     """True when the broker serves metadata and lists itself (what every client needs first)."""
     from confluent_kafka.admin import AdminClient
 
+    from callback.kafka_io import base_config
+
     if not port_accepts(int(bootstrap.rsplit(":", 1)[1])):
         return False  # spares librdkafka's connection-refused noise while the JVM boots
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000})
+    # this stack's own plaintext broker, by address: the settings may point at another cluster
+    admin = AdminClient(base_config(bootstrap, silent=True) | {"socket.connection.setup.timeout.ms": 1000})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:  # KafkaException while the broker is still starting
@@ -570,13 +573,15 @@ def up(provision: bool = True) -> UpReport:
 
 def _provision(lay: StackLayout) -> tuple[Any, list[str]]:
     """Create the topic catalogue and apply migrations on this stack's own servers."""
-    from clickhouse_driver import Client
-
-    from infra.migrate import apply_migrations
+    from callback.clickhouse_io import clickhouse_client
+    from callback.settings import ClickHouseSettings
+    from infra.migrate import STATEMENT_TIMEOUT_S, apply_migrations
     from infra.topics import apply_catalogue
 
+    # by address, like the probes: these are this stack's servers whatever the settings point at
     topics = apply_catalogue(lay.kafka_bootstrap, replication_factor=1)
-    client = Client(host=HOST, port=lay.settings.clickhouse_tcp_port, connect_timeout=5)
+    client = clickhouse_client(ClickHouseSettings(host=HOST, port=lay.settings.clickhouse_tcp_port),
+                               send_receive_timeout=STATEMENT_TIMEOUT_S)
     try:
         migrations = apply_migrations(client)
     finally:

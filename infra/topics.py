@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from callback.kafka_io import base_config
 from callback.settings import KafkaSettings
 from schemas.topics import CATALOGUE, TopicSpec
 
@@ -55,18 +56,6 @@ class CatalogueReport:
                               for name, (have, want) in sorted(self.partition_drift.items()))
             text += f"; partition counts differ: {drift}"
         return text
-
-
-def admin_config(kafka: KafkaSettings) -> dict[str, str]:
-    """librdkafka admin config from settings (bootstrap, security protocol and any extra sasl.*)."""
-    return {"bootstrap.servers": kafka.bootstrap_servers, "security.protocol": kafka.security_protocol,
-            **kafka.extra}
-
-
-def _admin(bootstrap_or_config: str | Mapping[str, str]) -> AdminClient:
-    if isinstance(bootstrap_or_config, str):
-        return AdminClient({"bootstrap.servers": bootstrap_or_config})
-    return AdminClient(dict(bootstrap_or_config))
 
 
 def existing_topics(admin: AdminClient) -> dict[str, int]:
@@ -145,17 +134,18 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float = 6
 
 
 def apply_catalogue(
-    bootstrap: str | Mapping[str, str],
+    kafka: KafkaSettings | str | None = None,
     replication_factor: int = 1,
     specs: Iterable[TopicSpec] = CATALOGUE,
 ) -> CatalogueReport:
     """Create missing catalogue topics and align the configs of existing ones.
 
-    ``bootstrap`` is a bootstrap string or a full librdkafka config (for SASL clusters, see
-    ``admin_config``). ``replication_factor`` applies to created topics only; -1 takes the broker's
+    ``kafka`` is the cluster as ``callback.kafka_io.base_config`` takes it: settings.kafka when None
+    (SASL/TLS from its extra settings), or a bare bootstrap address (the local stack's broker).
+    ``replication_factor`` applies to created topics only; -1 takes the broker's
     ``default.replication.factor``.
     """
-    admin = _admin(bootstrap)
+    admin = AdminClient(base_config(kafka))
     specs = list(specs)
     report = CatalogueReport()
     existing = existing_topics(admin)

@@ -610,9 +610,9 @@ class Rig:
     """Simulator, producer, originator and processors worker for one benchmark run."""
 
     def __init__(self, tmp: Path, opts: BenchOptions) -> None:
+        from callback.publish import publish_config
         from infra.rig import PBX, RunNumbers
         from schemas.carrier_config import CarrierConfig
-        from schemas.publish import publish_config
 
         self.tmp = tmp
         self.opts = opts
@@ -1534,14 +1534,15 @@ def pure_layer(
 
 
 def _require_kafka() -> None:
-    from callback.settings import get_settings
-    from infra.stack import _kafka_answers
+    from callback.kafka_io import KafkaUnreachable, check_reachable
 
-    bootstrap = get_settings().kafka.bootstrap_servers.split(",")[0].strip()
-    if not _kafka_answers(bootstrap, timeout=5.0):
+    try:
+        check_reachable(timeout_s=5.0)  # the settings' cluster, with its security settings
+    except KafkaUnreachable as exc:
         raise BenchError(
-            f"Kafka at {bootstrap} does not answer: start the local stack first (`callback stack up`)"
-        )
+            f"Kafka at {exc.bootstrap} does not answer ({exc.detail}): start the local stack first "
+            "(`callback stack up`)"
+        ) from None
 
 
 def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from callback.kafka_io import base_config
 from callback.settings import Settings
 from infra.process import port_is_free
-from infra.topics import admin_config, existing_topics
+from infra.topics import existing_topics
 from processors.app import SESSION_INPUTS, StaleLocalTables, local_tables_dir, run_worker
 from schemas.topics import (
     CALLBACK_ADMISSION,
@@ -76,7 +77,7 @@ def check_ports(settings: Settings) -> None:
 
 def wait_for_kafka(settings: Settings, *, pause_s: float = 1.0) -> dict[str, int]:
     """The cluster's topics, once Kafka answers (retried with a growing pause, never given up)."""
-    admin = AdminClient(admin_config(settings.kafka))
+    admin = AdminClient(base_config(settings.kafka))
     while True:
         try:
             return existing_topics(admin)

@@ -1,7 +1,9 @@
 """The rated CDR, both ways: (leg, quote) -> ``RatedCdr`` for Kafka, and its JSON -> a ClickHouse row.
 
-Pure functions. The column list here is the single place that must agree with
-``infra/migrations/0002_cdr.sql``; an integration test inserts through it into the real table.
+Pure functions. ``CDR_COLUMNS`` here is the one list of the ``cdr`` table's columns and their order,
+and the single place that must agree with ``infra/migrations/0002_cdr.sql`` (a unit test compares
+them, an integration test inserts through it into the real table); the sink inserts by it, the
+rating bench's pass-through table and ``callback rerate``'s read take their columns from it.
 """
 
 from __future__ import annotations
@@ -19,47 +21,53 @@ from schemas.envelope import SCHEMA_VERSION
 from schemas.rating import RatedCdr
 from schemas.reference import Rate
 
-#: Columns the sink fills, in the order ``cdr_row`` yields them (inserted_at takes its default).
-CDR_COLUMNS: tuple[str, ...] = (
-    "leg_id",
-    "callback_id",
-    "attempt",
-    "leg",
-    "version",
-    "src",
-    "dst",
-    "did",
-    "pbx_id",
-    "start_time",
-    "start_ms",
-    "answer_time",
-    "answer_ms",
-    "end_time",
-    "end_ms",
-    "duration",
-    "billsec",
-    "duration_ms",
-    "billsec_ms",
-    "billed_s",
-    "disposition",
-    "q850_cause",
-    "sip_code",
-    "payer_kind",
-    "payer_id",
-    "tariff_id",
-    "matched_prefix",
-    "rate_per_minute",
-    "connection_fee",
-    "increment_s",
-    "minimal_time_s",
-    "grace_time_s",
-    "price",
-    "currency",
-    "auth_method",
-    "final_state",
-    "rated_at",
-    "rated_ms",
+_LEG, _RATING = "leg", "rating"
+#: Every column the sink fills, in the order ``cdr_row`` yields them (inserted_at takes its default),
+#: with what fills it: the finished leg as it came (``_LEG``), or rating (``_RATING``: the CDR's
+#: version, the durations in whole seconds, the terms the leg was priced by, its price and when)
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("leg_id", _LEG),
+    ("callback_id", _LEG),
+    ("attempt", _LEG),
+    ("leg", _LEG),
+    ("version", _RATING),
+    ("src", _LEG),
+    ("dst", _LEG),
+    ("did", _LEG),
+    ("pbx_id", _LEG),
+    ("start_time", _LEG),
+    ("start_ms", _LEG),
+    ("answer_time", _LEG),
+    ("answer_ms", _LEG),
+    ("end_time", _LEG),
+    ("end_ms", _LEG),
+    ("duration", _RATING),
+    ("billsec", _RATING),
+    ("duration_ms", _RATING),
+    ("billsec_ms", _RATING),
+    ("billed_s", _RATING),
+    ("disposition", _LEG),
+    ("q850_cause", _LEG),
+    ("sip_code", _LEG),
+    ("payer_kind", _LEG),
+    ("payer_id", _LEG),
+    ("tariff_id", _RATING),
+    ("matched_prefix", _RATING),
+    ("rate_per_minute", _RATING),
+    ("connection_fee", _RATING),
+    ("increment_s", _RATING),
+    ("minimal_time_s", _RATING),
+    ("grace_time_s", _RATING),
+    ("price", _RATING),
+    ("currency", _RATING),
+    ("auth_method", _LEG),
+    ("final_state", _LEG),
+    ("rated_at", _RATING),
+    ("rated_ms", _RATING),
 )
+CDR_COLUMNS: tuple[str, ...] = tuple(name for name, _filled_by in _COLUMNS)
+#: The finished leg's own columns, in ``CDR_COLUMNS`` order: what a leg fills before it is rated
+LEG_COLUMNS: tuple[str, ...] = tuple(name for name, filled_by in _COLUMNS if filled_by == _LEG)
 
 
 def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, source: str) -> RatedCdr:

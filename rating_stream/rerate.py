@@ -19,27 +19,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from confluent_kafka import Producer
 
+from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import producer_config
 from callback.reference_feed import ReferenceFeed
-from rating_stream.cdr import rated_cdr
+from rating_stream.cdr import CDR_COLUMNS, rated_cdr
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import payer_terms
 from rating_stream.rater import RaterOptions, load_ledger
-from rating_stream.sink import clickhouse_client
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind
 
 log = logging.getLogger(__name__)
-
-_LEG_COLUMNS = (
-    "leg_id, callback_id, attempt, leg, version, src, dst, did, pbx_id, start_time, start_ms, answer_time, "
-    "answer_ms, end_time, end_ms, disposition, q850_cause, sip_code, payer_kind, payer_id, auth_method, "
-    "final_state, tariff_id, matched_prefix, rate_per_minute, connection_fee, increment_s, minimal_time_s, "
-    "grace_time_s, billed_s, price"
-)
-
 
 @dataclass
 class RerateReport:
@@ -70,68 +63,43 @@ def _at(t: datetime | None, ms: int) -> datetime | None:
     return t.replace(tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
-def leg_from_row(row: tuple) -> tuple[FinishedLeg, tuple, Decimal, int]:
-    """The finished leg a stored CDR row describes, its old rating terms, old price and version."""
-    (
-        leg_id,
-        callback_id,
-        attempt,
-        leg,
-        version,
-        src,
-        dst,
-        did,
-        pbx_id,
-        start,
-        start_ms,
-        answer,
-        answer_ms,
-        end,
-        end_ms,
-        disposition,
-        q850,
-        sip,
-        payer_kind,
-        payer_id,
-        auth,
-        final,
-        *terms,
-    ) = row
-    finished = FinishedLeg(
+def leg_from_row(row: dict[str, Any]) -> FinishedLeg:
+    """The finished leg a stored CDR row (column name -> value, ``CDR_COLUMNS``) describes."""
+    return FinishedLeg(
         source="rerate",
-        leg_id=leg_id,
-        callback_id=callback_id,
-        leg=LegType(leg),
-        attempt=attempt,
-        pbx_id=pbx_id or None,
-        did=did or None,
-        src=src or None,
-        dst=dst,
-        started_at=_at(start, start_ms),
-        answered_at=_at(answer, answer_ms),
-        ended_at=_at(end, end_ms),
-        disposition=Disposition(disposition),
-        q850_cause=q850,
-        sip_code=sip,
-        payer=Payer(kind=PayerKind(payer_kind), id=payer_id),
-        auth_method=auth or None,
-        final_state=final or None,
+        leg_id=row["leg_id"],
+        callback_id=row["callback_id"],
+        leg=LegType(row["leg"]),
+        attempt=row["attempt"],
+        pbx_id=row["pbx_id"] or None,
+        did=row["did"] or None,
+        src=row["src"] or None,
+        dst=row["dst"],
+        started_at=_at(row["start_time"], row["start_ms"]),
+        answered_at=_at(row["answer_time"], row["answer_ms"]),
+        ended_at=_at(row["end_time"], row["end_ms"]),
+        disposition=Disposition(row["disposition"]),
+        q850_cause=row["q850_cause"],
+        sip_code=row["sip_code"],
+        payer=Payer(kind=PayerKind(row["payer_kind"]), id=row["payer_id"]),
+        auth_method=row["auth_method"] or None,
+        final_state=row["final_state"] or None,
     )
-    return finished, tuple(terms[:-1]), terms[-1], version
 
 
-def _terms(q: Quote) -> tuple:
+def _terms(q: Quote) -> dict[str, Any]:
+    """The terms ``q`` prices a leg by, under the ``cdr`` columns that store them."""
     r = q.rate
-    return (
-        q.tariff_id,
-        q.matched_prefix,
-        r.rate_per_minute,
-        r.connection_fee,
-        r.increment_s,
-        r.minimal_time_s,
-        r.grace_time_s,
-        q.billed_s,
-    )
+    return {
+        "tariff_id": q.tariff_id,
+        "matched_prefix": q.matched_prefix,
+        "rate_per_minute": r.rate_per_minute,
+        "connection_fee": r.connection_fee,
+        "increment_s": r.increment_s,
+        "minimal_time_s": r.minimal_time_s,
+        "grace_time_s": r.grace_time_s,
+        "billed_s": q.billed_s,
+    }
 
 
 def rerate(
@@ -152,13 +120,16 @@ def rerate(
     where = "start_time >= %(since)s" + (" AND start_time < %(until)s" if until else "")
     client = clickhouse_client()
     params = {"since": since.replace(tzinfo=None), "until": until.replace(tzinfo=None) if until else None}
-    rows = client.execute(f"SELECT {_LEG_COLUMNS} FROM {table} FINAL WHERE {where} ORDER BY leg_id", params)
+    rows = client.execute(
+        f"SELECT {', '.join(CDR_COLUMNS)} FROM {table} FINAL WHERE {where} ORDER BY leg_id", params
+    )
     client.disconnect()
 
     changes = []
-    for row in rows:
+    for values in rows:
         report.examined += 1
-        leg, old_terms, old_price, version = leg_from_row(row)
+        row = dict(zip(CDR_COLUMNS, values, strict=True))
+        leg, old_price, version = leg_from_row(row), row["price"], row["version"]
         try:
             terms = payer_terms(leg.payer, ref)
             q = quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
@@ -166,8 +137,8 @@ def rerate(
             report.unrateable[exc.kind] += 1
             log.warning("rerate: leg %s left at version %d: %s", leg.leg_id, version, exc.reason)
             continue
-        old = (*old_terms[:2], Decimal(old_terms[2]), Decimal(old_terms[3]), *old_terms[4:])
-        if q.price == old_price and _terms(q) == tuple(old):
+        new_terms = _terms(q)
+        if q.price == old_price and new_terms == {column: row[column] for column in new_terms}:
             continue
         changes.append((leg, q, terms, old_price, version))
         delta = q.price - old_price

@@ -39,12 +39,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
-from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import consumer_config, dead_letter, producer_config
-from callback.settings import get_settings
 from rating_stream import metrics
 from rating_stream.cdr import CDR_COLUMNS, cdr_row
 from schemas.topics import CDR_RATED
@@ -128,19 +127,6 @@ class SinkOptions:
     idle_exit_s: float | None = None
     #: where unreadable records go: dlq.<dead_letter_source>
     dead_letter_source: str = CDR_RATED.name
-
-
-def clickhouse_client() -> Client:
-    ch = get_settings().clickhouse
-    return Client(
-        host=ch.host,
-        port=ch.port,
-        user=ch.user,
-        password=ch.password,
-        connect_timeout=5,
-        send_receive_timeout=60,
-        settings={"insert_block_size": 100_000},
-    )
 
 
 class _Abandoned(Exception):

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from callback.publish import publish_config
 from infra.pbx_sim.scenario import parse_scenario
 from infra.process import wait_until
 from infra.rig import PBX, CallbackProcess, KafkaTail, SimulatorThread, ami_secret_env, free_port
 from producers.ami_translate import initiation_callback_id
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig
-from schemas.publish import publish_config
 
 TERMINAL = {s.value for s in TERMINAL_STATES}
 Record = tuple[str, str | None, dict[str, Any]]

@@ -28,7 +28,7 @@ ZERO = Decimal(0)
 
 
 def _clickhouse() -> Any:
-    from rating_stream.sink import clickhouse_client
+    from callback.clickhouse_io import clickhouse_client
 
     return clickhouse_client()
 

@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from callback.kafka_io import consumer_config
+from callback.publish import publish_config
 from infra.demo.scenario import DemoPlan, Kind, Planned, plan
 from infra.pbx_sim.scenario import parse_scenario
 from infra.process import wait_until
@@ -36,7 +37,6 @@ from infra.rig import CallbackProcess, SimulatorThread, TcpProxy, ami_secret_env
 from producers.ami_translate import initiation_callback_id
 from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig, load_carrier_config
-from schemas.publish import publish_config
 
 SERVER = "pbx1"
 PBX = {

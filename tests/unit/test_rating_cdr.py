@@ -11,7 +11,7 @@ import pytest
 
 from callback.reference import ReferenceData
 from rating_stream.batch import RatingBatch, RecentLegs
-from rating_stream.cdr import CDR_COLUMNS, cdr_event_id, cdr_json, cdr_row, rated_cdr
+from rating_stream.cdr import CDR_COLUMNS, LEG_COLUMNS, cdr_event_id, cdr_json, cdr_row, rated_cdr
 from rating_stream.engine import quote
 from rating_stream.loadgen import make_legs, reference_records
 from rating_stream.payer import Ledger
@@ -65,6 +65,24 @@ def test_row_fills_every_column_in_order(ref):
         assert row["billsec_ms"] == leg.billsec_ms and row["billsec"] == -(-leg.billsec_ms // 1000)
         assert row["rated_at"] == int(at.timestamp()) and row["rated_ms"] == 678
         assert isinstance(row["price"], Decimal)
+
+
+def test_leg_columns_are_the_legs_part_of_the_cdr_row(ref):
+    """The rating bench's unrated row (``leg_row``, ``LEG_COLUMNS``) holds what the sink's CDR row
+    holds in those columns: the two positional row builders agree with the one column list."""
+    from rating_stream.bench import RAW_COLUMNS, leg_row
+
+    assert RAW_COLUMNS == LEG_COLUMNS == tuple(c for c in CDR_COLUMNS if c in LEG_COLUMNS)
+    batch = RatingBatch(ref, Ledger(), RecentLegs(60), source="r", rated_at=datetime.now(UTC))
+    legs = _legs(40)
+    for i, leg in enumerate(legs):
+        batch.add(i, leg.model_dump_json().encode())
+    cdrs = batch.finish().cdrs
+    assert len(cdrs) == len(legs)
+    for (_key, value), leg in zip(cdrs, legs, strict=True):
+        rated = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(value)), strict=True))
+        raw = dict(zip(LEG_COLUMNS, leg_row(orjson.loads(leg.model_dump_json())), strict=True))
+        assert raw == {column: rated[column] for column in LEG_COLUMNS}
 
 
 def test_unanswered_row_has_null_answer_time(ref):

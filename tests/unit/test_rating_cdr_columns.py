@@ -112,6 +112,16 @@ def test_every_column_is_accounted_for():
     assert set(CDR_COLUMNS) == columns - DEFAULTED
 
 
+def test_leg_columns_are_the_ones_a_finished_leg_fills():
+    """``LEG_COLUMNS`` (the rating bench's unrated table) is exactly what ``FinishedLeg`` fills."""
+    from rating_stream.cdr import LEG_COLUMNS
+
+    from_leg = {column for column, sources in DIRECT.items() if any(m is LEG for m, _field in sources)}
+    leg_times = ("started_at", "answered_at", "ended_at")
+    leg_ms = {column for column, (source, _derive) in DERIVED.items() if source in leg_times}
+    assert set(LEG_COLUMNS) == from_leg | leg_ms
+
+
 # --- valid base records, to vary one field at a time ----------------------------------------------
 
 def _base(model: type[BaseModel]) -> dict[str, Any]:

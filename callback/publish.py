@@ -1,4 +1,9 @@
-"""Publishing a validated carrier configuration to the compacted ``config.*`` topics."""
+"""Publishing a validated carrier configuration to the compacted ``config.*`` topics.
+
+Here, beside ``callback/kafka_io.py``, rather than in ``schemas/``: the contracts package validates
+the file and yields its records, and imports no Kafka client (a unit test holds it to that).
+``callback config load`` (``callback/config_cli.py``) publishes through ``publish_config``.
+"""
 
 from __future__ import annotations
 
