@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from confluent_kafka import Message
-
-from rating_stream.replay import read_topics
+from callback.topic_reader import read_latest, read_topics
 from schemas.rating import BalanceUpdate
 
 
@@ -99,17 +97,7 @@ def wait_for(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.
 
 def read_balances(topic: str = "accounts.balances") -> dict[str, BalanceUpdate]:
     """The latest committed balance of every payer on ``topic`` (what a billing consumer sees)."""
-    latest: dict[str, BalanceUpdate] = {}
-
-    def on(msg: Message) -> None:
-        key = msg.key().decode()
-        if msg.value() is None:
-            latest.pop(key, None)
-        else:
-            latest[key] = BalanceUpdate.model_validate_json(msg.value())
-
-    read_topics("balances-reader", [topic], on)
-    return latest
+    return read_latest(topic, BalanceUpdate, purpose="balances-reader")
 
 
 def run_topics(run: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from callback.topic_reader import read_topics
 from rating_stream.cdr import CDR_COLUMNS
 from rating_stream.harness import Proc, read_balances, wait_for
 from rating_stream.loadgen import (
@@ -29,7 +30,6 @@ from rating_stream.loadgen import (
     produce,
     publish_reference,
 )
-from rating_stream.replay import read_topics
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
 from schemas.envelope import DeadLetter
 
