@@ -6,7 +6,7 @@ read_committed, so a configuration published in an aborted transaction is never 
 applies whatever arrived since, without waiting, so a process checks for updates between its own
 batches; ``catch_up`` reads to the end right now, for a caller that met an id it does not know
 yet. ``ReferenceFollower`` runs the same thing in a daemon thread for processes that have no loop
-of their own to poll from (the web API).
+of their own to poll from (the web API, the AMI producer, the originator).
 
 The consumer never commits and uses a throwaway group: every start rebuilds the whole view, which
 is what a compacted topic is for.
