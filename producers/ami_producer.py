@@ -371,7 +371,12 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+def _listed(numbers: frozenset[str]) -> str:
+    return ", ".join(sorted(numbers)[:20]) or "none"
+
+
 async def _run(options: ProducerOptions) -> int:
+    from callback.reference import ReferenceData
     from producers.kafka_out import KafkaPublisher
 
     loop = asyncio.get_running_loop()
@@ -379,8 +384,6 @@ async def _run(options: ProducerOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     publisher = KafkaPublisher(f"callback-ami-{options.endpoint.pbx_id}")
-    from callback.reference import ReferenceData
-
     follower = None
     pbx_id = options.endpoint.pbx_id
     if options.dids_override is not None:
@@ -398,7 +401,10 @@ async def _run(options: ProducerOptions) -> int:
 
         def on_change(data: ReferenceData) -> None:
             # on the follower's thread: hand the loop a frozen copy, never the changing fold
-            loop.call_soon_threadsafe(producer.translator.set_dids, data.access_numbers(pbx_id))
+            numbers = data.access_numbers(pbx_id)
+            if follower is not None and follower.loaded.is_set() and numbers != producer.translator.dids:
+                log.info("access numbers of PBX %s changed to %d: %s", pbx_id, len(numbers), _listed(numbers))
+            loop.call_soon_threadsafe(producer.translator.set_dids, numbers)
 
         follower = ReferenceFollower(
             ReferenceFeed((CONFIG_DIDS.name,), purpose=f"producer-{pbx_id}"), on_change, name="producer-dids"
@@ -408,7 +414,7 @@ async def _run(options: ProducerOptions) -> int:
         "PBX %s: %d access number(s): %s",
         options.endpoint.pbx_id,
         len(producer.translator.dids),
-        ", ".join(sorted(producer.translator.dids)[:20]) or "none",
+        _listed(producer.translator.dids),
     )
     try:
         return await producer.run(stop)
