@@ -373,6 +373,17 @@ def test_the_secret_comes_from_the_originators_settings_not_from_config_servers(
         with_secret.wait_for_log(f"executed pbx.originate {second.command_id} on {server}")
         tail.poll(1.0)
         assert not [r for r in tail.records if r[2].get("command_id") == second.command_id], "reported failed"
+        # the server deleted from config.servers (a tombstone): the running originator forgets it
+        kafka.produce("config.servers", key=server.encode(), value=None)
+        kafka.flush(10)
+        with_secret.wait_for_log(f"server {server} deleted; disconnecting", timeout=15)
+        third = command("37061000001", 3)
+        send(third)
+        ((_, _, refused),) = tail.wait_for(
+            lambda r: r[2].get("callback_id") == third.callback_id and r[2].get("type") == "command.failed",
+            what="the command for a deleted server refused",
+        )[:1]
+        assert "is not configured" in refused["error"] and len(sim.actions("Originate")) == 1
     finally:
         for process in processes:
             process.stop()
