@@ -26,7 +26,9 @@ still reaches ``pbx.events``.
 Which PBX: the command's ``server_id``, which the processors take from the Callback Server setting
 (``processors.callback_settings.callback_server``). Caller ID: the command's; when it has none, the
 context-free part of the CID policy (Callback CID, then default CID) from the system callback
-settings (``processors.caller_id.fallback_caller_id``).
+settings (``processors.caller_id.fallback_caller_id``). Servers and settings are followed through the
+shared reference fold (docs/architecture.md, "State read from Kafka"): a changed server is logged
+in again on next use, a deleted one is forgotten (its commands fail as for an unknown server).
 
 Panoramisk re-sends actions that were queued while disconnected; every action here is marked
 "forgettable" so it never does (a re-send after an ambiguous loss could ring twice).
@@ -45,7 +47,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from panoramisk import Manager
@@ -69,6 +71,9 @@ from schemas.pbx_commands import Originate, PbxCommand, PbxCommandRecord
 from schemas.pbx_events import CommandFailed
 from schemas.reference import CallbackServer, CallbackSettings
 from schemas.topics import PBX_COMMANDS, PBX_EVENTS
+
+if TYPE_CHECKING:
+    from callback.reference_feed import ReferenceFollower
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +417,9 @@ def _reply(response: Any) -> dict[str, str]:
 # --- process -------------------------------------------------------------------------------------
 
 
-async def _follow_reference(options: OriginatorOptions, pool: AmiPool) -> tuple[Callable[[], Any], Any]:
+async def _follow_reference(
+    options: OriginatorOptions, pool: AmiPool
+) -> tuple[Callable[[], CallbackSettings | None], ReferenceFollower | None]:
     """Servers and system settings, from the YAML or the compacted topics: (settings getter,
     the ``ReferenceFollower`` keeping them current, or None for a file)."""
     if options.config_file is not None:
