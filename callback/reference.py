@@ -2,11 +2,12 @@
 
 The eight ``config.*`` topics (and ``accounts.balances``) are compacted and keyed by natural id,
 so their current state is simply "the last record per key, unless it is a tombstone". Every
-process that needs that state (the rater, the processors, the web API) folds the same records
-with ``ReferenceData.apply``, one at a time, at start-up while reading to the end and afterwards
-while following updates. One fold means one set of rules for what a tombstone, an invalid record
-or a replaced device does, instead of one per consumer; and because it is pure (no Kafka here;
-``callback.reference_feed`` reads the topics) it is unit-tested record by record.
+process that needs that state (the rater, the processors, the web API, the AMI producer, the
+originator) folds the same records with ``ReferenceData.apply``, one at a time, at start-up while
+reading to the end and afterwards while following updates. One fold means one set of rules for
+what a tombstone, an invalid record or a replaced device does, instead of one per consumer; and
+because it is pure (no Kafka here; ``callback.reference_feed`` reads the topics) it is
+unit-tested record by record.
 
 The lookups authentication needs (a device by ANI or PIN, a card by PIN or pinless ANI, a DID
 with its dial plan) are indexes kept current on every upsert, replace and delete, so a lookup is
@@ -287,6 +288,10 @@ class ReferenceData:
         if did is None:
             return None, None
         return did, self.dialplans.get(did.dialplan_id)
+
+    def access_numbers(self, pbx_id: str) -> frozenset[str]:
+        """The DIDs that are access numbers on PBX ``pbx_id``: pinned to it, or not pinned to any."""
+        return frozenset(number for number, did in self.dids.items() if did.pbx_id in (None, pbx_id))
 
     def system_settings(self) -> CallbackSettings | None:
         return self.settings.get("system")

@@ -1,12 +1,12 @@
 """Keeps a ``callback.reference.ReferenceData`` current from Kafka: read to the end, then follow.
 
 The fold itself is pure (``callback.reference``); this is the consumer around it. ``load`` reads
-the compacted topics from the beginning to their current end (``rating_stream.replay``,
+the compacted topics from the beginning to their current end (``callback.topic_reader``,
 read_committed, so a configuration published in an aborted transaction is never taken); ``poll``
 applies whatever arrived since, without waiting, so a process checks for updates between its own
 batches; ``catch_up`` reads to the end right now, for a caller that met an id it does not know
 yet. ``ReferenceFollower`` runs the same thing in a daemon thread for processes that have no loop
-of their own to poll from (the web API).
+of their own to poll from (the web API, the AMI producer, the originator).
 
 The consumer never commits and uses a throwaway group: every start rebuilds the whole view, which
 is what a compacted topic is for.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from callback.reference import ReferenceData
-from rating_stream.replay import read_to_end, state_consumer, whole_topics
+from callback.topic_reader import read_to_end, state_consumer, whole_topics
 from schemas.topics import CONFIG_CARDS, CONFIG_SETTINGS, CONFIG_TARIFFS, CONFIG_TOPICS, CONFIG_USERS
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ from typing import Any
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
-from pydantic import BaseModel
 
 from producers.ami_fields import header
 from producers.ami_translate import Publish, Reject, Translator
@@ -61,7 +60,6 @@ from producers.metrics import (
 from producers.outbox import Outbox, Pending
 from producers.reference_data import AmiEndpoint
 from schemas.envelope import DeadLetter
-from schemas.reference import Did
 from schemas.topics import PBX_EVENTS, dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -373,12 +371,12 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def access_numbers_for(pbx_id: str, dids: list[Did]) -> frozenset[str]:
-    """DIDs that are access numbers on this PBX: pinned to it, or not pinned to any."""
-    return frozenset(d.number for d in dids if d.pbx_id in (None, pbx_id))
+def _listed(numbers: frozenset[str]) -> str:
+    return ", ".join(sorted(numbers)[:20]) or "none"
 
 
 async def _run(options: ProducerOptions) -> int:
+    from callback.reference import ReferenceData
     from producers.kafka_out import KafkaPublisher
 
     loop = asyncio.get_running_loop()
@@ -387,36 +385,36 @@ async def _run(options: ProducerOptions) -> int:
         loop.add_signal_handler(sig, stop.set)
     publisher = KafkaPublisher(f"callback-ami-{options.endpoint.pbx_id}")
     follower = None
+    pbx_id = options.endpoint.pbx_id
     if options.dids_override is not None:
         dids = options.dids_override
     elif options.config_file is not None:
         from producers.reference_data import load_config
 
-        dids = access_numbers_for(options.endpoint.pbx_id, load_config(options.config_file).dids)
+        dids = ReferenceData.from_carrier_config(load_config(options.config_file)).access_numbers(pbx_id)
     else:
         dids = frozenset()
     producer = AmiProducer(options, publisher, dids)
     if options.dids_override is None and options.config_file is None:
-        from producers.reference_data import TopicFollower
+        from callback.reference_feed import ReferenceFeed, ReferenceFollower
         from schemas.topics import CONFIG_DIDS
 
-        known: dict[str, Did] = {}
-
-        def on_did(key: str, value: BaseModel | None) -> None:
-            if isinstance(value, Did):
-                known[value.number] = value
-            else:
-                known.pop(key, None)
-            numbers = access_numbers_for(options.endpoint.pbx_id, list(known.values()))
+        def on_change(data: ReferenceData) -> None:
+            # on the follower's thread: hand the loop a frozen copy, never the changing fold
+            numbers = data.access_numbers(pbx_id)
+            if follower is not None and follower.loaded.is_set() and numbers != producer.translator.dids:
+                log.info("access numbers of PBX %s changed to %d: %s", pbx_id, len(numbers), _listed(numbers))
             loop.call_soon_threadsafe(producer.translator.set_dids, numbers)
 
-        follower = TopicFollower(CONFIG_DIDS.name, Did, on_did)
+        follower = ReferenceFollower(
+            ReferenceFeed((CONFIG_DIDS.name,), purpose=f"producer-{pbx_id}"), on_change, name="producer-dids"
+        )
         await loop.run_in_executor(None, follower.start)
     log.info(
         "PBX %s: %d access number(s): %s",
         options.endpoint.pbx_id,
         len(producer.translator.dids),
-        ", ".join(sorted(producer.translator.dids)[:20]) or "none",
+        _listed(producer.translator.dids),
     )
     try:
         return await producer.run(stop)

@@ -26,7 +26,9 @@ still reaches ``pbx.events``.
 Which PBX: the command's ``server_id``, which the processors take from the Callback Server setting
 (``processors.callback_settings.callback_server``). Caller ID: the command's; when it has none, the
 context-free part of the CID policy (Callback CID, then default CID) from the system callback
-settings (``processors.caller_id.fallback_caller_id``).
+settings (``processors.caller_id.fallback_caller_id``). Servers and settings are followed through the
+shared reference fold (docs/architecture.md, "State read from Kafka"): a changed server is logged
+in again on next use, a deleted one is forgotten (its commands fail as for an unknown server).
 
 Panoramisk re-sends actions that were queued while disconnected; every action here is marked
 "forgettable" so it never does (a re-send after an ambiguous loss could ring twice).
@@ -45,11 +47,11 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from panoramisk import Manager
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from callback.kafka_io import consumer_config, dead_letter, producer_config
 from processors.caller_id import fallback_caller_id
@@ -69,6 +71,9 @@ from schemas.pbx_commands import Originate, PbxCommand, PbxCommandRecord
 from schemas.pbx_events import CommandFailed
 from schemas.reference import CallbackServer, CallbackSettings
 from schemas.topics import PBX_COMMANDS, PBX_EVENTS
+
+if TYPE_CHECKING:
+    from callback.reference_feed import ReferenceFollower
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +112,21 @@ class AmiPool:
     def secret(self, server_id: str) -> str | None:
         return ami_secret_for(server_id, self.legacy_secrets, self.legacy_source)
 
-    def update(self, server: CallbackServer) -> None:
-        old = self.servers.get(server.server_id)
-        self.servers[server.server_id] = server
-        if old is not None and old != server and server.server_id in self._managers:
-            log.info("server %s changed; reconnecting", server.server_id)
-            self._managers.pop(server.server_id).close()
+    def sync(self, servers: dict[str, CallbackServer]) -> None:
+        """Take ``servers`` (by id) as the configured set: a changed server is reconnected on next
+        use, a deleted one is logged out and its commands fail as for an unknown server."""
+        for server_id in sorted(set(self.servers) - set(servers)):
+            log.info("server %s deleted; disconnecting", server_id)
+            del self.servers[server_id]
+            manager = self._managers.pop(server_id, None)
+            if manager is not None:
+                manager.close()
+        for server_id, server in servers.items():
+            old = self.servers.get(server_id)
+            self.servers[server_id] = server
+            if old is not None and old != server and server_id in self._managers:
+                log.info("server %s changed; reconnecting", server_id)
+                self._managers.pop(server_id).close()
 
     async def manager(self, server_id: str, wait_s: float) -> Manager | None:
         server = self.servers.get(server_id)
@@ -403,38 +417,35 @@ def _reply(response: Any) -> dict[str, str]:
 # --- process -------------------------------------------------------------------------------------
 
 
-async def _follow_reference(options: OriginatorOptions, pool: AmiPool) -> tuple[Callable[[], Any], list[Any]]:
-    """Servers and system settings, from the YAML or the compacted topics: (settings getter, followers)."""
+async def _follow_reference(
+    options: OriginatorOptions, pool: AmiPool
+) -> tuple[Callable[[], CallbackSettings | None], ReferenceFollower | None]:
+    """Servers and system settings, from the YAML or the compacted topics: (settings getter,
+    the ``ReferenceFollower`` keeping them current, or None for a file)."""
     if options.config_file is not None:
         from producers.reference_data import load_config
 
         config = load_config(options.config_file)
         pool.legacy_secrets = config.legacy_ami_secrets
         pool.legacy_source = str(options.config_file)
-        for server in config.servers:
-            pool.update(server)
-        return (lambda: config.callback_settings), []
-    from producers.reference_data import TopicFollower
+        pool.sync({server.server_id: server for server in config.servers})
+        return (lambda: config.callback_settings), None
+    from callback.reference import ReferenceData
+    from callback.reference_feed import ReferenceFeed, ReferenceFollower
     from schemas.topics import CONFIG_SERVERS, CONFIG_SETTINGS
 
     loop = asyncio.get_running_loop()
-    state: dict[str, CallbackSettings] = {}
+    state: dict[str, CallbackSettings | None] = {"system": None}
 
-    def on_server(_key: str, value: BaseModel | None) -> None:
-        if isinstance(value, CallbackServer):
-            loop.call_soon_threadsafe(pool.update, value)
+    def on_change(data: ReferenceData) -> None:
+        # on the follower's thread: copy what the loop needs, never hand it the changing fold
+        state["system"] = data.system_settings()
+        loop.call_soon_threadsafe(pool.sync, dict(data.servers))
 
-    def on_settings(key: str, value: BaseModel | None) -> None:
-        if isinstance(value, CallbackSettings) and value.scope == "system":
-            state["system"] = value
-
-    followers = [
-        TopicFollower(CONFIG_SERVERS.name, CallbackServer, on_server),
-        TopicFollower(CONFIG_SETTINGS.name, CallbackSettings, on_settings),
-    ]
-    for follower in followers:
-        await loop.run_in_executor(None, follower.start)
-    return (lambda: state.get("system")), followers
+    feed = ReferenceFeed((CONFIG_SERVERS.name, CONFIG_SETTINGS.name), purpose="originator")
+    follower = ReferenceFollower(feed, on_change, name="originator-reference")
+    await loop.run_in_executor(None, follower.start)
+    return (lambda: state["system"]), follower
 
 
 async def _run(options: OriginatorOptions) -> int:
@@ -444,7 +455,7 @@ async def _run(options: OriginatorOptions) -> int:
         loop.add_signal_handler(sig, stop.set)
     journal = Journal(options.journal_path)
     pool = AmiPool()
-    settings_getter, followers = await _follow_reference(options, pool)
+    settings_getter, follower = await _follow_reference(options, pool)
     consumer = Consumer(
         consumer_config(
             options.group_id,
@@ -514,7 +525,7 @@ async def _run(options: OriginatorOptions) -> int:
                 )
                 await originator._dead_letter(msg, "handler error (see originator log)", "handler_error")
     finally:
-        for follower in followers:
+        if follower is not None:
             follower.stop()
         consumer.close()
         producer.flush(10)

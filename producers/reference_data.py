@@ -1,8 +1,10 @@
 """Reference data the AMI side needs: servers, access numbers (DIDs), users, callback settings.
 
 Two sources, the same shapes (``schemas.reference``): a carrier YAML (``--config``, for tests and
-small deployments) or the compacted ``config.*`` topics, read from the beginning at start and then
-followed, so a DID added with ``callback config load`` becomes an access number without a restart.
+small deployments) or the compacted ``config.*`` topics, folded by ``callback.reference`` like in
+every other process: read from the beginning at start and then followed
+(``callback.reference_feed.ReferenceFollower``), so a DID added with ``callback config load``
+becomes an access number without a restart.
 
 AMI secrets are not reference data (``config.servers`` carries host, port, user and contexts only):
 ``ami_secret_for`` takes a PBX's secret from the settings (``ami.secrets.<server_id>``, e.g.
@@ -13,16 +15,12 @@ carries (deprecated: warned once per PBX).
 from __future__ import annotations
 
 import logging
-import threading
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from pydantic import BaseModel, ValidationError
+from confluent_kafka import KafkaException
 
-from callback.kafka_io import consumer_config
 from callback.settings import get_settings
 from schemas.carrier_config import CarrierConfig, load_carrier_config
 from schemas.reference import CallbackServer
@@ -91,98 +89,19 @@ def load_config(path: Path) -> CarrierConfig:
     return load_carrier_config(path)
 
 
-class TopicFollower:
-    """Reads a compacted topic from the beginning, then keeps following it, in a daemon thread.
+def servers_from_topic(timeout_s: float = 30.0) -> dict[str, CallbackServer]:
+    """Every configured Callback Server, read once from ``config.servers`` (the shared fold,
+    ``callback.reference_feed``); what was read so far, with a warning, if that fails."""
+    from callback.reference_feed import ReferenceFeed
 
-    ``on_record(key, model | None)`` runs for every record (None = tombstone or invalid value, which is
-    logged); ``caught_up`` is set once the end offsets seen at start have been read.
-    """
-
-    def __init__(
-        self, topic: str, model: type[BaseModel], on_record: Callable[[str, BaseModel | None], None]
-    ) -> None:
-        self.topic = topic
-        self.model = model
-        self.on_record = on_record
-        self.caught_up = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
-
-    def start(self, wait_s: float = 30.0) -> bool:
-        """Start following; True when the topic was read to its end within ``wait_s``."""
-        self._thread.start()
-        return self.caught_up.wait(wait_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        conf = consumer_config(
-            f"follower-{self.topic}-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
-        )
-        consumer = Consumer(conf)
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=30)
-            partitions = sorted(metadata.topics[self.topic].partitions)
-            ends: dict[int, int] = {}
-            for p in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
-                if high > low:
-                    ends[p] = high
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            if not ends:
-                self.caught_up.set()
-            while not self._stop.is_set():
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        # the end: also when the last offset is a transaction marker, which no
-                        # record ever reaches (config load publishes in one transaction)
-                        self._reached(ends, msg.partition())
-                    else:
-                        log.warning("%s: %s", self.topic, msg.error())
-                    continue
-                self._handle(msg.key(), msg.value())
-                if msg.partition() in ends and msg.offset() + 1 >= ends[msg.partition()]:
-                    self._reached(ends, msg.partition())
-        except KafkaException as exc:
-            log.error("following %s failed: %s", self.topic, exc)
-        finally:
-            consumer.close()
-
-    def _reached(self, ends: dict[int, int], partition: int) -> None:
-        if ends.pop(partition, None) is not None and not ends:
-            self.caught_up.set()
-
-    def _handle(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
-        key = raw_key.decode(errors="replace") if raw_key else ""
-        if raw_value is None:
-            self.on_record(key, None)
-            return
-        try:
-            self.on_record(key, self.model.model_validate_json(raw_value))
-        except ValidationError as exc:
-            log.error("%s[%s]: invalid record ignored: %s", self.topic, key, exc.errors()[0].get("msg"))
-
-
-def servers_from_topic(wait_s: float = 30.0) -> dict[str, CallbackServer]:
-    """Every configured Callback Server, read once from ``config.servers``."""
-    servers: dict[str, CallbackServer] = {}
-
-    def on_record(key: str, value: BaseModel | None) -> None:
-        if isinstance(value, CallbackServer):
-            servers[value.server_id] = value
-        else:
-            servers.pop(key, None)
-
-    follower = TopicFollower(CONFIG_SERVERS.name, CallbackServer, on_record)
-    caught_up = follower.start(wait_s)
-    follower.stop()
-    if not caught_up:
-        log.warning("config.servers not read to its end within %.0f s", wait_s)
-    return servers
+    feed = ReferenceFeed((CONFIG_SERVERS.name,), purpose="servers")
+    try:
+        feed.load(timeout_s)
+    except (KafkaException, TimeoutError) as exc:
+        log.warning("config.servers not read to its end: %s", exc)
+    finally:
+        feed.close()
+    return dict(feed.data.servers)
 
 
 def resolve_ami_endpoint(

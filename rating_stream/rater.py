@@ -42,15 +42,14 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from pydantic import ValidationError
 
 from callback.kafka_io import consumer_config, dead_letter, producer_config
 from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
 from callback.reference_feed import ReferenceFeed
+from callback.topic_reader import partitions_of, read_latest, read_to_end, since_time, state_consumer
 from rating_stream import metrics
 from rating_stream.batch import LEG_CLOCK_SKEW_S, RatingBatch, RecentLegs
 from rating_stream.payer import Account, Ledger
-from rating_stream.replay import partitions_of, read_to_end, read_topics, since_time, state_consumer
 from schemas.rating import BalanceUpdate
 from schemas.topics import ACCOUNTS_BALANCES, CALLBACK_LEGS, CDR_RATED
 
@@ -382,17 +381,15 @@ class Rater:
 def load_ledger(topic: str) -> Ledger:
     """Balances as committed on the compacted ``topic`` (read_committed, to the end)."""
     ledger = Ledger()
-
-    def on(msg: Message) -> None:
-        if msg.value() is None:
-            return
-        try:
-            ledger.restore(Account.from_update(BalanceUpdate.model_validate_json(msg.value())))
-        except ValidationError as exc:
-            log.error("ignoring invalid balance record %r: %s", msg.key(), exc.errors()[:2])
-
-    read_topics("balances", [topic], on)
+    for update in read_latest(topic, BalanceUpdate, purpose="balances").values():
+        ledger.restore(Account.from_update(update))
     return ledger
+
+
+def read_balances(topic: str = ACCOUNTS_BALANCES.name) -> dict[str, BalanceUpdate]:
+    """The latest committed balance of every payer on ``topic``: what a billing consumer sees (the
+    demo's report and the tests compare it with the charges they expect)."""
+    return read_latest(topic, BalanceUpdate, purpose="balances-reader")
 
 
 def run_rater(options: RaterOptions) -> int:

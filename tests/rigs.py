@@ -8,8 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from callback.topic_reader import read_topics
 from infra.rig import REPO_ROOT, LoopThread
-from rating_stream.replay import read_topics
 
 
 class AmiClient:

@@ -170,7 +170,7 @@ def _charges(
     ids: dict[int, str],
     opening: dict[str, tuple[Decimal, int]],
 ) -> None:
-    from rating_stream.harness import read_balances
+    from rating_stream.rater import read_balances
 
     expected: dict[str, Decimal] = defaultdict(lambda: ZERO)
     charged_legs: Counter[str] = Counter()

@@ -296,7 +296,7 @@ def execute(
             }
         ]
         config = CarrierConfig.model_validate(carrier)
-        from rating_stream.harness import read_balances
+        from rating_stream.rater import read_balances
 
         opening = {k: (v.balance, v.sequence) for k, v in read_balances().items()}
         publish_config(config, transactional_id=f"demo-config-{tag}")

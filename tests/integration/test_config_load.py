@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.pbx_sim.scenario import parse_scenario
 from infra.rig import CallbackProcess, SimulatorThread, ami_secret_env
-from schemas.reference import Tariff
-from schemas.topics import CONFIG_SERVERS, CONFIG_TARIFFS, CONFIG_TOPICS
+from schemas.reference import Did, Tariff
+from schemas.topics import CONFIG_DIDS, CONFIG_SERVERS, CONFIG_TARIFFS, CONFIG_TOPICS
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +150,40 @@ def test_producer_reading_the_config_topics_is_ready_within_seconds(stack, tmp_p
             assert line.endswith(did), line  # the one access number pinned to this PBX
             # python start-up and imports included (about a second); it was over 60 s (2 x 30 s)
             assert ready < 5.0, f"ready after {ready:.1f} s:\n{producer.log_text()}"
+        finally:
+            code = producer.stop()
+    finally:
+        sim.close()
+    assert code == 0, producer.log_text()[-2000:]
+
+
+def test_a_running_producer_takes_an_added_and_a_deleted_access_number_without_a_restart(stack, tmp_path):
+    """The producer follows config.dids (the shared fold, ``callback.reference_feed``): a DID
+    published for its PBX becomes an access number, and its tombstone removes it again."""
+    from confluent_kafka import Producer
+
+    from callback.kafka_io import producer_config
+
+    server, did = f"pbx-{uuid.uuid4().hex[:8]}", "2349" + str(uuid.uuid4().int)[:8]
+    added = "2349" + str(uuid.uuid4().int)[:8]
+    sim = SimulatorThread(parse_scenario({"subscribers": {}}))
+    kafka = Producer(producer_config())
+    try:
+        path = _carrier_with_pbx(tmp_path, server, sim.host, sim.port, did, None)
+        assert _cli("config", "load", str(path)).returncode == 0
+        producer = CallbackProcess(
+            ["producer", "--pbx", server], tmp_path / "producer.log", env=ami_secret_env(server)
+        ).start()
+        try:
+            producer.wait_for_log("access number(s)", timeout=30)
+            record = Did(number=added, dialplan_id="cb-ani", pbx_id=server)
+            kafka.produce(CONFIG_DIDS.name, key=added.encode(), value=record.model_dump_json().encode())
+            kafka.flush(10)
+            both = ", ".join(sorted((did, added)))
+            producer.wait_for_log(f"access numbers of PBX {server} changed to 2: {both}", timeout=15)
+            kafka.produce(CONFIG_DIDS.name, key=added.encode(), value=None)  # deleted
+            kafka.flush(10)
+            producer.wait_for_log(f"access numbers of PBX {server} changed to 1: {did}", timeout=15)
         finally:
             code = producer.stop()
     finally:

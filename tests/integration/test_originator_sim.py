@@ -347,14 +347,18 @@ def test_the_secret_comes_from_the_originators_settings_not_from_config_servers(
             kafka.produce("pbx.commands", key=cmd.callback_id.encode(), value=cmd.to_bytes())
             kafka.flush(10)
 
+        def failure(cmd: Originate, what: str) -> dict:
+            ((_, _, failed),) = tail.wait_for(
+                lambda r: r[2].get("callback_id") == cmd.callback_id and r[2].get("type") == "command.failed",
+                what=what,
+            )[:1]
+            return failed
+
         without = originator("originator-no-secret", {})
         assert f"no AMI secret for PBX {server}" in without.log_text()
         first = command("37061000001", 1)
         send(first)
-        ((_, _, failed),) = tail.wait_for(
-            lambda r: r[2].get("callback_id") == first.callback_id and r[2].get("type") == "command.failed",
-            what="the command refused for want of a secret",
-        )[:1]
+        failed = failure(first, "the command refused for want of a secret")
         assert f"ami.secrets.{server}" in failed["error"] and failed["outcome_unknown"] is False
         assert sim.actions("Login") == [] and sim.actions("Originate") == []
         without.stop()
@@ -367,6 +371,14 @@ def test_the_secret_comes_from_the_originators_settings_not_from_config_servers(
         with_secret.wait_for_log(f"executed pbx.originate {second.command_id} on {server}")
         tail.poll(1.0)
         assert not [r for r in tail.records if r[2].get("command_id") == second.command_id], "reported failed"
+        # the server deleted from config.servers (a tombstone): the running originator forgets it
+        kafka.produce("config.servers", key=server.encode(), value=None)
+        kafka.flush(10)
+        with_secret.wait_for_log(f"server {server} deleted; disconnecting", timeout=15)
+        third = command("37061000001", 3)
+        send(third)
+        refused = failure(third, "the command for a deleted server refused")
+        assert "is not configured" in refused["error"] and len(sim.actions("Originate")) == 1
     finally:
         for process in processes:
             process.stop()

@@ -416,7 +416,7 @@ def test_a_malformed_input_is_dead_lettered_and_the_next_one_on_its_partition_go
     from confluent_kafka import Producer
 
     from callback.kafka_io import producer_config
-    from rating_stream.replay import read_topics
+    from callback.topic_reader import read_topics
     from schemas.callback import CallbackInitiation, InitiationOrigin
     from schemas.envelope import DeadLetter
 

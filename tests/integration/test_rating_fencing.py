@@ -9,7 +9,6 @@ import pytest
 
 from infra.process import wait_until
 from infra.rig import CallbackProcess
-from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -19,6 +18,7 @@ from rating_stream.loadgen import (
     produce,
     publish_reference,
 )
+from rating_stream.rater import read_balances
 from tests.rigs import committed_keys, rater_args, run_topics
 
 pytestmark = pytest.mark.integration

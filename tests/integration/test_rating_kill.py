@@ -19,7 +19,6 @@ from confluent_kafka import Producer
 from callback.kafka_io import producer_config
 from infra.process import wait_until
 from infra.rig import CallbackProcess
-from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -27,6 +26,7 @@ from rating_stream.loadgen import (
     opening_balances,
     publish_reference,
 )
+from rating_stream.rater import read_balances
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,7 +21,6 @@ from confluent_kafka import Producer
 from callback.kafka_io import producer_config
 from infra.process import wait_until
 from infra.rig import CallbackProcess
-from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -29,6 +28,7 @@ from rating_stream.loadgen import (
     opening_balances,
     publish_reference,
 )
+from rating_stream.rater import read_balances
 from tests.rigs import committed_keys, rater_args, run_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

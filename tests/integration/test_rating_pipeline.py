@@ -17,10 +17,10 @@ from decimal import Decimal
 
 import pytest
 
+from callback.topic_reader import read_topics
 from infra.process import wait_until
 from infra.rig import CallbackProcess
 from rating_stream.cdr import CDR_COLUMNS
-from rating_stream.harness import read_balances
 from rating_stream.loadgen import (
     expected_charges,
     expected_prices,
@@ -30,7 +30,7 @@ from rating_stream.loadgen import (
     produce,
     publish_reference,
 )
-from rating_stream.replay import read_topics
+from rating_stream.rater import read_balances
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
 from schemas.envelope import DeadLetter
 

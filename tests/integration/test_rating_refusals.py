@@ -21,12 +21,12 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from callback.kafka_io import base_config
+from callback.topic_reader import read_topics
 from infra.process import wait_until
 from infra.rig import CallbackProcess
 from rating_stream.cdr import cdr_json, cdr_row
 from rating_stream.engine import CompiledTariff, quote
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference, tariffs
-from rating_stream.replay import read_topics
 from schemas.callback import PayerKind
 from schemas.envelope import MONEY_MAX, DeadLetter
 from schemas.rating import RatedCdr

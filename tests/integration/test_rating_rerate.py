@@ -14,8 +14,8 @@ import pytest
 
 from infra.process import wait_until
 from infra.rig import CallbackProcess
-from rating_stream.harness import read_balances
 from rating_stream.loadgen import leg_records, produce, publish_reference, tariffs
+from rating_stream.rater import read_balances
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
 
 pytestmark = pytest.mark.integration

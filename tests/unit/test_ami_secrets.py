@@ -128,3 +128,29 @@ def test_config_load_publishes_no_secret_and_warns_once(settings_env, tmp_path):
     assert "pbx1, pbx2" in warnings[0] and "not published" in warnings[0] and "ami.secrets" in warnings[0]
     clean = CliRunner().invoke(app, ["config", "load", "--dry-run", str(SAMPLE)])
     assert clean.exit_code == 0 and "ami_secret" not in clean.stderr
+
+
+def test_the_originator_pool_follows_config_servers_changes_and_deletions():
+    """``AmiPool.sync`` takes each new view of config.servers: a changed server is logged in again
+    on next use, a deleted one is logged out and no longer configured."""
+    from schemas.reference import CallbackServer
+
+    class FakeManager:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def server(server_id: str, host: str) -> CallbackServer:
+        return CallbackServer(server_id=server_id, ami_host=host, ami_username="callback")
+
+    pool = AmiPool()
+    pool.sync({"pbx1": server("pbx1", "h1"), "pbx2": server("pbx2", "h2")})
+    one, two = FakeManager(), FakeManager()
+    pool._managers.update(pbx1=one, pbx2=two)  # type: ignore[dict-item]
+    pool.sync({"pbx1": server("pbx1", "h1"), "pbx2": server("pbx2", "h2")})
+    assert not one.closed and not two.closed, "an unchanged server keeps its login"
+    pool.sync({"pbx1": server("pbx1", "h1-new")})
+    assert one.closed and two.closed
+    assert set(pool.servers) == {"pbx1"} and pool.servers["pbx1"].ami_host == "h1-new"
+    assert pool._managers == {}

@@ -99,6 +99,22 @@ def test_lookups_answer_from_each_kind_of_record(config):
     assert did == config.dids[0] and plan == config.dialplans[0]  # cb-pin is the first dial plan
 
 
+def test_access_numbers_are_the_dids_pinned_to_the_pbx_or_to_none(config):
+    data = ReferenceData.from_carrier_config(config)
+    pinned = config.dids[0].model_copy(update={"number": "2349000000001", "pbx_id": "pbx2"})
+    unpinned = config.dids[0].model_copy(update={"number": "2349000000002", "pbx_id": None})
+    for did in (pinned, unpinned):
+        data.apply("config.dids", did.number, did.model_dump_json().encode())
+    on_pbx1 = {d.number for d in config.dids if d.pbx_id in (None, "pbx1")} | {unpinned.number}
+    assert data.access_numbers("pbx1") == on_pbx1 and pinned.number not in on_pbx1
+    assert data.access_numbers("pbx2") == {d.number for d in config.dids if d.pbx_id is None} | {
+        pinned.number,
+        unpinned.number,
+    }
+    data.apply("config.dids", unpinned.number, None)  # a deleted DID is no access number anywhere
+    assert unpinned.number not in data.access_numbers("pbx1") | data.access_numbers("pbx2")
+
+
 def test_tombstones_clear_every_index_and_unknown_keys_change_nothing(config):
     data = ReferenceData.from_carrier_config(config)
     before = data.version

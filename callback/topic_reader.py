@@ -1,10 +1,15 @@
-"""Read Kafka topics from a starting point to their current end: how state is rebuilt at start.
+"""Read Kafka topics from a starting point to their current end: how every process rebuilds state.
 
-The rater keeps three things in memory that live in Kafka: reference data (compacted
-``config.*``), balances (compacted ``accounts.balances``) and the recently charged leg ids
-(``cdr.rated`` keys, for dropping redelivered legs). Each is rebuilt by reading its topic to the
-end with read_committed isolation, so an aborted transaction of a crashed rater is never taken
-for state.
+The one reader of "a topic as it is now" that rating, the processors, the producers and the web
+import (docs/architecture.md): a throwaway consumer that never commits, read_committed isolation
+(an aborted transaction of a crashed writer is never taken for state), and an end that is found
+even when the last offset of a partition is a transaction marker no record reaches.
+
+- ``read_latest``: the current value per key of a compacted topic (``accounts.balances`` for the
+  rater's ledger and the billing view).
+- ``read_topics`` / ``read_to_end``: every record, for folds of their own
+  (``callback.reference_feed`` keeps the ``config.*`` fold current with them; the rater rebuilds
+  its recently charged leg ids from ``cdr.rated``).
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from pydantic import BaseModel, ValidationError
 
 from callback.kafka_io import consumer_config
 
 log = logging.getLogger(__name__)
 
 OnRecord = Callable[[Message], None]
+M = TypeVar("M", bound=BaseModel)
 
 
 def partitions_of(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> list[int]:
@@ -110,6 +118,41 @@ def read_topics(purpose: str, topics: Iterable[str], on_record: OnRecord) -> int
         return read_to_end(consumer, whole_topics(consumer, topics), on_record)
     finally:
         consumer.close()
+
+
+def read_latest(topic: str, model: type[M], *, purpose: str | None = None) -> dict[str, M]:
+    """The current value of every key of the compacted ``topic``: its last committed record, read
+    to the end, validated as ``model``.
+
+    A key whose last record is a tombstone is absent. An invalid record is logged and skipped, so
+    the key keeps its previous value: one bad record from some tool must neither stop the reader
+    nor erase an entry (the rule ``callback.reference.ReferenceData`` applies to ``config.*``)."""
+    latest: dict[str, M] = {}
+    rejected = 0
+
+    def on(msg: Message) -> None:
+        nonlocal rejected
+        raw_key = msg.key()
+        key = raw_key.decode(errors="replace") if raw_key else ""
+        value = msg.value()
+        if value is None:
+            latest.pop(key, None)
+            return
+        try:
+            latest[key] = model.model_validate_json(value)
+        except ValidationError as exc:
+            rejected += 1
+            log.error(
+                "ignoring invalid %s record %r (the previous value stays): %s",
+                topic,
+                key,
+                exc.errors(include_url=False)[:2],
+            )
+
+    read_topics(purpose or f"latest-{topic}", [topic], on)
+    if rejected:
+        log.warning("%s: %d invalid record(s) skipped", topic, rejected)
+    return latest
 
 
 def whole_topics(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
