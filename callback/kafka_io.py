@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from callback.settings import KafkaSettings, get_settings
 from schemas.envelope import DeadLetter
@@ -175,6 +175,29 @@ def check_reachable(timeout_s: float = 5.0, hint: str | None = None) -> None:
         raise KafkaUnreachable(
             bootstrap, f"no answer to a metadata request within {timeout_s:g} s: {detail}", hint
         ) from None
+
+
+class ConsumerFailed(KafkaException):
+    """The consumer reported an error it cannot recover from (a static member fenced, say): it has
+    to be closed, and a new one subscribed, or the process has to end."""
+
+
+def is_record(msg: Message, where: str) -> bool:
+    """Whether ``msg`` is a record to process: the one triage of what a consumer hands out.
+
+    False for the end of a partition (``enable.partition.eof``) and for an error the client
+    recovers from itself, which is logged (``where`` names the consumer). ``ConsumerFailed`` for an
+    error it does not recover from: librdkafka marks some ``fatal()``, others only by the code
+    ``_FATAL`` (the static member fenced after a broker pause comes as such a record)."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.code() == KafkaError._PARTITION_EOF:
+        return False
+    if err.fatal() or err.code() == KafkaError._FATAL:
+        raise ConsumerFailed(err)
+    log.warning("%s: %s", where, err.str())
+    return False
 
 
 def producer_config(transactional_id: str | None = None, **overrides: Any) -> dict[str, Any]:

@@ -18,8 +18,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message
 
+from callback.kafka_io import is_record
 from callback.reference import ReferenceData
 from callback.topic_reader import read_to_end, state_consumer, whole_topics
 from schemas.topics import CONFIG_CARDS, CONFIG_SETTINGS, CONFIG_TARIFFS, CONFIG_TOPICS, CONFIG_USERS
@@ -76,10 +77,7 @@ class ReferenceFeed:
         the first one; by default not at all); returns how many were applied."""
         applied = 0
         for msg in self._consumer.consume(num_messages=1000, timeout=timeout_s):
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("reference feed: %s", err)
+            if not is_record(msg, "reference feed"):
                 continue
             self._on_message(msg)
             applied += 1

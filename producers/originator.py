@@ -53,7 +53,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from panoramisk import Manager
 from pydantic import ValidationError
 
-from callback.kafka_io import consumer_config, dead_letter, producer_config
+from callback.kafka_io import consumer_config, dead_letter, is_record, producer_config
 from processors.caller_id import fallback_caller_id
 from producers.action_ids import is_header_safe
 from producers.ami_actions import actions_for
@@ -511,8 +511,7 @@ async def _run(options: OriginatorOptions) -> int:
             msg = await loop.run_in_executor(None, consumer.poll, 0.5)
             if msg is None:
                 continue
-            if msg.error():
-                log.warning("pbx.commands: %s", msg.error())
+            if not is_record(msg, PBX_COMMANDS.name):
                 continue
             try:
                 await originator.handle(msg)

@@ -43,7 +43,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from callback.kafka_io import consumer_config, dead_letter, producer_config
+from callback.kafka_io import consumer_config, dead_letter, is_record, producer_config
 from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
 from callback.reference_feed import ReferenceFeed
 from callback.topic_reader import partitions_of, read_latest, read_to_end, since_time, state_consumer
@@ -178,7 +178,7 @@ class Rater:
             while not self._stopping:
                 msgs = self.consumer.consume(num_messages=self.opt.batch_max, timeout=self.opt.batch_wait_s)
                 self.reference.poll()
-                msgs = [m for m in msgs if self._usable(m)]
+                msgs = [m for m in msgs if is_record(m, "rater consumer")]  # a failed consumer ends it
                 if not msgs:
                     if (
                         self.opt.idle_exit_s is not None
@@ -193,17 +193,6 @@ class Rater:
             self.consumer.close()
             self.reference.close()
         return 0
-
-    @staticmethod
-    def _usable(msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return True
-        if err.code() != KafkaError._PARTITION_EOF:
-            if err.fatal():
-                raise KafkaException(err)
-            log.warning("consumer: %s", err)
-        return False
 
     def process(self, msgs: list[Message]) -> None:
         """Rate ``msgs`` and commit everything they cause in one transaction (or none of it)."""

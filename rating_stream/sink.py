@@ -43,7 +43,7 @@ from clickhouse_driver import errors as ch_errors
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from callback.clickhouse_io import clickhouse_client
-from callback.kafka_io import consumer_config, dead_letter, producer_config
+from callback.kafka_io import ConsumerFailed, consumer_config, dead_letter, is_record, producer_config
 from rating_stream import metrics
 from rating_stream.cdr import CDR_COLUMNS, cdr_row
 from schemas.topics import CDR_RATED
@@ -236,13 +236,11 @@ class CdrSink:
         )
 
     def _add(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.fatal() or err.code() == KafkaError._FATAL:
-                self._consumer_failed = err
+        try:
+            if not is_record(msg, "cdr-sink consumer"):
                 return
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer: %s", err)
+        except ConsumerFailed as exc:
+            self._consumer_failed = exc.args[0]
             return
         if self._first_at is None:
             self._first_at = time.monotonic()
