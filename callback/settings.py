@@ -94,6 +94,10 @@ class ProcessorsSettings(BaseModel):
     #: timer loop period and resend sweep period
     tick_interval_s: float = Field(0.1, gt=0)
     sweep_interval_s: float = Field(1.0, gt=0)
+    #: timer ticks sent and not yet applied, at most: a worker back after an outage, with thousands
+    #: of timers overdue, feeds them to its partitions this many at a time, so a new initiation
+    #: waits behind at most these many ticks instead of all of them (and is not judged stale)
+    max_ticks_in_flight: int = Field(1000, ge=1)
     timeouts: SessionTimeouts = Field(default_factory=SessionTimeouts)
 
 

@@ -155,7 +155,9 @@ class Processors:
         self._next_offset: dict[tuple[str, int], int] = {}
         #: where the last tick sent for a session landed (None: its send failed)
         self._tick_at: dict[str, tuple[int, int] | None] = {}
-        self.wheel = TimerWheel(resend_after_s=max(2.0, conf.sweep_interval_s * 2))
+        self.wheel = TimerWheel(
+            resend_after_s=max(2.0, conf.sweep_interval_s * 2), max_in_flight=conf.max_ticks_in_flight
+        )
         self.ticks = Producer(producer_config(**{"client.id": f"{self.source}-ticks", "linger.ms": 1}))
 
         app.agent(self.inputs, name="sessions")(self._sessions_agent)

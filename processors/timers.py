@@ -51,8 +51,10 @@ class Due:
 
 
 class TimerWheel:
-    def __init__(self, resend_after_s: float = 2.0) -> None:
+    def __init__(self, resend_after_s: float = 2.0, max_in_flight: int = 1000) -> None:
         self.resend_after_s = resend_after_s
+        #: ticks in flight at most: the rest of what is due waits in the heap (``take_due``)
+        self.max_in_flight = max_in_flight
         self._heap: list[Due] = []
         #: the timer each session waits for now (what the heap entries are checked against)
         self._current: dict[str, Due] = {}
@@ -86,11 +88,14 @@ class TimerWheel:
         heapq.heapify(self._heap)
         self._in_flight = {}
 
-    def take_due(self, now: float, limit: int = 10_000) -> list[Due]:
-        """Timers due at ``now`` that the sessions still wait for; they become in flight."""
+    def take_due(self, now: float) -> list[Due]:
+        """Timers due at ``now`` that the sessions still wait for, earliest first; they become in
+        flight. At most ``max_in_flight`` are in flight at once: a backlog of overdue timers (a
+        worker back after an outage) goes out as the agent applies the ticks before it, so the
+        session inputs that arrive meanwhile wait behind a bounded number of ticks."""
         fired: list[Due] = []
         heap = self._heap
-        while heap and heap[0].at <= now and len(fired) < limit:
+        while heap and heap[0].at <= now and len(self._in_flight) < self.max_in_flight:
             due = heapq.heappop(heap)
             if self._current.get(due.callback_id) != due or due.callback_id in self._in_flight:
                 continue  # superseded (the session moved on) or already sent

@@ -39,6 +39,8 @@ from schemas.callback import TERMINAL_STATES
 from schemas.carrier_config import CarrierConfig, load_carrier_config
 
 SERVER = "pbx1"
+#: how long each process may take to say it is ready (the worker's includes restoring its tables)
+START_TIMEOUT_S = {"processors": 900.0, "other": 120.0}
 PBX = {
     "channelvars": ["CALLBACK_ID", "LEG", "ATTEMPT"],
     "playback_contexts": {"callback-busy-ivr": 2.0, "callback-failed-ivr": 2.0},
@@ -192,8 +194,11 @@ class Pipeline:
             self.commands[name], self.logs / f"{name}{'-' + str(n) if n else ''}.log", env=self.env
         ).start()
         if wait and self.ready_line[name]:
+            # the worker first restores its tables from their changelogs: on a stack that kept the
+            # sessions of earlier runs (a benchmark's, say) that takes minutes, and it says so
+            timeout = START_TIMEOUT_S["processors"] if name == "processors" else START_TIMEOUT_S["other"]
             try:
-                self.procs[name].wait_for_log(self.ready_line[name], timeout=120)
+                self.procs[name].wait_for_log(self.ready_line[name], timeout=timeout)
             except (TimeoutError, RuntimeError) as exc:
                 raise DemoError(f"{name} did not start: {exc}") from None
 

@@ -29,12 +29,22 @@ def test_only_due_timers_fire_in_due_order():
     assert wheel.next_due() == 40
 
 
-def test_take_due_respects_its_limit_and_keeps_the_rest():
-    wheel = TimerWheel()
+def test_a_backlog_goes_out_as_the_ticks_before_it_are_applied():
+    """A worker back after an outage with every timer overdue: never more than ``max_in_flight``
+    ticks wait in the topic, so an initiation that arrives meanwhile is not queued behind them all."""
+    wheel = TimerWheel(max_in_flight=2)
     for i in range(5):
-        wheel.schedule(due(f"c{i}", i))
-    assert ids(wheel.take_due(10, limit=2)) == ["c0", "c1"]
-    assert ids(wheel.take_due(10)) == ["c2", "c3", "c4"]
+        wheel.schedule(due(f"c{i}", i, kind=E))
+    assert ids(wheel.take_due(10)) == ["c0", "c1"]
+    assert wheel.take_due(10) == []  # two in flight: the rest waits
+    wheel.clear("c0")  # the agent applied c0's tick (the session expired)
+    assert ids(wheel.take_due(10)) == ["c2"]
+    wheel.schedule(due("c1", 50, seq=2))  # c1's tick applied: the session waits for another timer
+    assert ids(wheel.take_due(10)) == ["c3"]
+    wheel.clear("c2")
+    wheel.clear("c3")
+    assert ids(wheel.take_due(10)) == ["c4"]
+    assert wheel.take_due(10) == [] and wheel.in_flight == 1
 
 
 def test_a_rescheduled_timer_never_fires_its_old_time():
