@@ -142,7 +142,7 @@ class Collector:
 class Pipeline:
     """The processes of the demo, each restartable (chaos), logs under ``logs``."""
 
-    def __init__(self, logs: Path, sim: SimulatorThread, journal: Path) -> None:
+    def __init__(self, logs: Path, sim: SimulatorThread, journal: Path, tag: str) -> None:
         self.logs = logs
         self.proxies = [TcpProxy(sim.host, sim.port), TcpProxy(sim.host, sim.port)]
         self.web_port = free_port()
@@ -151,7 +151,9 @@ class Pipeline:
         self.env = ami_secret_env(SERVER)
         self.commands: dict[str, list[str]] = {
             "processors": ["processors", "--instance", "demo", "--web-port", str(free_port())],
-            "originator": ["originator", "--journal", str(journal), "--group", "callback-originator"],
+            # a group (and journal) of this run's own, starting at the end of pbx.commands: what
+            # earlier runs or benchmarks left unexecuted on this stack is not this run's to work off
+            "originator": ["originator", "--journal", str(journal), "--group", f"demo-originator-{tag}"],
             "producer-a": [
                 "producer",
                 "--pbx",
@@ -307,7 +309,7 @@ def execute(
         publish_config(config, transactional_id=f"demo-config-{tag}")
         observed = Observed()
         collector = Collector(observed)
-        pipeline = Pipeline(logs, sim, run_dir / "originator.journal")
+        pipeline = Pipeline(logs, sim, logs / "originator.journal", tag)
         for name in pipeline.commands:
             pipeline.start(name)
         note("every process is up: " + ", ".join(pipeline.commands))
