@@ -26,38 +26,12 @@ from rating_stream.loadgen import make_legs, reference_records, tariffs
 from rating_stream.rater import Rater, RaterOptions
 from rating_stream.sink import CdrSink, SinkOptions
 from schemas.callback import PayerKind
+from tests.unit.kafka_fakes import FakeMessage
 
 RUN = "stages"
 
 
 # --- fakes ------------------------------------------------------------------------------------
-
-@dataclass
-class FakeMessage:
-    _value: bytes | None
-    _key: bytes | None = None
-    _partition: int = 0
-    _offset: int = 0
-    _topic: str = "t"
-
-    def value(self):
-        return self._value
-
-    def key(self):
-        return self._key
-
-    def partition(self):
-        return self._partition
-
-    def offset(self):
-        return self._offset
-
-    def topic(self):
-        return self._topic
-
-    def error(self):
-        return None
-
 
 def _kafka_error(code: int, *, retriable: bool = False, abort: bool = False, fatal: bool = False):
     error = KafkaError(code, "scripted", fatal=fatal, retriable=retriable, txn_requires_abort=abort)
