@@ -123,14 +123,14 @@ def _sink_child(opts: SinkOptions, raw: bool, first: Any, done: Any) -> None:
         done.value = total
 
     sink = CdrSink(opts, row=leg_row, on_stored=stored) if raw else CdrSink(opts, on_stored=stored)
-    add = sink._add
+    take = sink.take
 
-    def timed_add(msg: Any) -> None:
+    def timed_take(msg: Any) -> None:
         if first.value == 0:
             first.value = time.time()
-        add(msg)
+        take(msg)
 
-    sink._add = timed_add  # type: ignore[method-assign]
+    sink.take = timed_take  # type: ignore[method-assign]
     sink.run()
 
 

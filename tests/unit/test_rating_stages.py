@@ -304,9 +304,9 @@ def _cdr_messages(n: int, bad: set[int] = frozenset()) -> list[FakeMessage]:
 
 def _store(sink: CdrSink, msgs: list[FakeMessage]) -> None:
     for msg in msgs:
-        sink._add(msg)
-    sink.flush()
-    sink._complete_inflight()
+        sink.loop.take(msg)
+    sink.loop.checkpoint()
+    sink.loop.complete()
 
 
 def test_refused_rows_are_found_by_splitting_dead_lettered_and_the_rest_stored(sink):
@@ -355,16 +355,16 @@ class FatalError:
 def test_a_consumer_fenced_after_a_pause_is_replaced_and_the_uncommitted_cdrs_read_again(sink, caplog):
     first = sink.consumer
     for msg in _cdr_messages(4):
-        sink._add(msg)
-    sink._add(FatalError())
-    assert sink._consumer_failed is not None
+        sink.loop.take(msg)
+    sink.loop.take(FatalError())
+    assert sink.loop.failed is not None
     with caplog.at_level(logging.ERROR):
-        sink._replace_consumer()
+        sink.loop.replace_consumer()
     assert "replacing it" in caplog.text and "4 CDRs not committed" in caplog.text
     assert first.closed and sink.consumer is not first and sink.consumer.subscribed == ["cdr.rated"]
     assert sink.consumer.config["group.instance.id"] == "g-x"
-    assert not sink._rows and not sink._offsets  # dropped: the new consumer reads them again
-    assert sink._consumer_failed is None
+    assert not sink._rows and not sink.loop.batch.offsets  # dropped: the new consumer reads them again
+    assert sink.loop.failed is None
     _store(sink, _cdr_messages(3))  # and the new consumer carries on
     assert len(sink.client.rows) == 3 and sink.consumer.commits
 
@@ -373,7 +373,7 @@ def test_a_commit_fenced_for_good_replaces_the_consumer_instead_of_exiting(sink)
     sink.consumer.commit_failures = [_kafka_error(KafkaError._FATAL, fatal=True)]
     _store(sink, _cdr_messages(5))
     assert len(sink.client.rows) == 5  # stored; read again by the next consumer, FINAL collapses
-    assert sink._consumer_failed is not None
+    assert sink.loop.failed is not None
 
 
 # --- item 12: --instance names the static member ------------------------------------------------
