@@ -106,15 +106,19 @@ class Names:
 
 def _rater_child(opts: RaterOptions, first: Any, done: Any) -> None:
     rater = Rater(opts)
-    process = rater.process
+    take, settled = rater.take, rater.settled
 
-    def timed(msgs: list) -> None:
+    def timed_take(msg: Any) -> None:
         if first.value == 0:
             first.value = time.time()
-        process(msgs)
-        done.value += len(msgs)
+        take(msg)
 
-    rater.process = timed  # type: ignore[method-assign]
+    def counted(rated: Any, committed: bool) -> None:
+        settled(rated, committed)
+        done.value += len(rated.msgs)
+
+    rater.take = timed_take  # type: ignore[method-assign]
+    rater.settled = counted  # type: ignore[method-assign]
     rater.run()
 
 
@@ -123,14 +127,14 @@ def _sink_child(opts: SinkOptions, raw: bool, first: Any, done: Any) -> None:
         done.value = total
 
     sink = CdrSink(opts, row=leg_row, on_stored=stored) if raw else CdrSink(opts, on_stored=stored)
-    add = sink._add
+    take = sink.take
 
-    def timed_add(msg: Any) -> None:
+    def timed_take(msg: Any) -> None:
         if first.value == 0:
             first.value = time.time()
-        add(msg)
+        take(msg)
 
-    sink._add = timed_add  # type: ignore[method-assign]
+    sink.take = timed_take  # type: ignore[method-assign]
     sink.run()
 
 

@@ -17,45 +17,43 @@ Kafka enforces that: the transactional id is the group id alone, so a second rat
 same group (a mistaken second instance, or ``callback rerate``) fences the first, which exits,
 instead of both charging every leg. Scaling out would need legs re-keyed by payer first.
 
+The loop is ``callback/stage_loop.py``'s, shared with the CDR sink: it consumes (assigned
+partitions, from the committed offsets), hands each consume call's legs to the rater as one batch
+(``flush``: rate it in memory, debits staged), and commits with ``TransactionCommit``: the rater's
+``produce`` (CDRs, balances, dead letters) and the offsets in one transaction, after which
+``settled`` merges the staged debits into memory.
+
 A broker that stops answering (a pause, a restart, a network cut) is waited for, never a reason to
 exit: a transactional call that times out is retried (librdkafka allows it), an abortable error
-aborts the transaction and rewinds the consumer to the last committed offsets (the batch is rated
-again), and a reference catch-up that fails does the same before any leg is dead-lettered. Only a
-fatal error exits (being fenced, above): the supervisor restarts the rater, which reloads the
-committed state.
+aborts the transaction and the loop rewinds the consumer to the last committed offsets (the batch
+is rated again, the staged debits dropped), and a reference catch-up that fails does the same
+(``Reread``) before any leg is dead-lettered. Only a fatal error exits (being fenced, above): the
+supervisor restarts the rater, which reloads the committed state.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
-from callback.kafka_io import consumer_config, dead_letter, is_record, producer_config
+from callback.kafka_io import consumer_config, dead_letter, producer_config
 from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
 from callback.reference_feed import ReferenceFeed
-from callback.topic_reader import partitions_of, read_latest, read_to_end, since_time, state_consumer
+from callback.stage_loop import Reread, Stage, StageLoop, TransactionCommit, done_future
+from callback.topic_reader import read_latest, read_to_end, since_time, state_consumer
 from rating_stream import metrics
-from rating_stream.batch import LEG_CLOCK_SKEW_S, RatingBatch, RecentLegs
+from rating_stream.batch import LEG_CLOCK_SKEW_S, BatchResult, RatingBatch, RecentLegs
 from rating_stream.payer import Account, Ledger
 from schemas.rating import BalanceUpdate
 from schemas.topics import ACCOUNTS_BALANCES, CALLBACK_LEGS, CDR_RATED
 
 log = logging.getLogger(__name__)
 
-_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 #: pause before reading a batch again whose reference catch-up could not reach Kafka
 _RETRY_PAUSE_S = 1.0
 
@@ -89,14 +87,19 @@ class RaterOptions:
         return f"rating/{self.instance}"
 
 
-class Rater:
+class Rater(Stage):
+    """The rating stage: the records are legs, a batch is whatever one consume call hands out, its
+    effect is rated in memory and made durable by ``TransactionCommit`` (the loop's order)."""
+
+    noun = "legs"
+
     def __init__(self, options: RaterOptions) -> None:
         self.opt = options
         self.ledger = Ledger()
         self.recent = RecentLegs(options.dedupe_window_s, clock_skew_s=LEG_CLOCK_SKEW_S)
         self.reference = ReferenceFeed(options.reference_topics, options.reference_aliases)
-        self._stopping = False
-        self._positions: dict[int, int] = {}
+        #: the legs of the batch being read
+        self._msgs: list[Message] = []
         self.producer = Producer(
             producer_config(
                 options.transactional_id,
@@ -108,13 +111,32 @@ class Rater:
                 },
             )
         )
-        self.consumer = Consumer(
+        self.loop = StageLoop(
+            self,
+            self._new_consumer,
+            TransactionCommit(
+                self.producer,
+                options.transactional_id,
+                options.txn_timeout_s,
+                fenced_by="a newer rater instance, or `callback rerate`",
+            ),
+            consume_max=options.batch_max,
+            consume_timeout_s=options.batch_wait_s,
+            idle_exit_s=options.idle_exit_s,
+        )
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
             consumer_config(
-                options.group_id,
+                self.opt.group_id,
                 read_committed=True,
                 **{"fetch.wait.max.ms": 50, "queued.min.messages": 50_000, "enable.partition.eof": False},
             )
         )
+
+    @property
+    def consumer(self) -> Consumer:
+        return self.loop.consumer
 
     # --- start-up ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,14 +145,7 @@ class Rater:
         self.reference.load()
         self._restore_balances()
         self._restore_recent_legs()
-        parts = partitions_of(self.consumer, self.opt.legs_topic)
-        committed = self.consumer.committed(
-            [TopicPartition(self.opt.legs_topic, p) for p in parts], timeout=30
-        )
-        self._positions = {
-            tp.partition: (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed
-        }
-        self._rewind()
+        parts = self.loop.assign_committed(self.opt.legs_topic)
         log.info(
             "rater %s ready in %.1f s: %d balances, %d recent legs, partitions %s at %s",
             self.opt.transactional_id,
@@ -138,7 +153,7 @@ class Rater:
             len(self.ledger),
             len(self.recent),
             parts,
-            self._positions,
+            {p: off for (_t, p), off in self.loop.positions.items()},
         )
 
     def _restore_balances(self) -> None:
@@ -159,43 +174,29 @@ class Rater:
         finally:
             consumer.close()
 
-    def _rewind(self) -> None:
-        """(Re)start consumption at the last committed offsets (after start-up or an abort)."""
-        self.consumer.assign(
-            [TopicPartition(self.opt.legs_topic, p, off) for p, off in self._positions.items()]
-        )
-
-    # --- main loop -----------------------------------------------------------------------------
+    # --- the stage: what the loop (callback/stage_loop.py) does with a batch of legs -------------
     def stop(self, *_: object) -> None:
-        self._stopping = True
+        self.loop.stop()
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        self.start()
-        idle_since = time.monotonic()
-        try:
-            while not self._stopping:
-                msgs = self.consumer.consume(num_messages=self.opt.batch_max, timeout=self.opt.batch_wait_s)
-                self.reference.poll()
-                msgs = [m for m in msgs if is_record(m, "rater consumer")]  # a failed consumer ends it
-                if not msgs:
-                    if (
-                        self.opt.idle_exit_s is not None
-                        and time.monotonic() - idle_since > self.opt.idle_exit_s
-                    ):
-                        log.info("no legs for %.0f s, exiting", self.opt.idle_exit_s)
-                        break
-                    continue
-                idle_since = time.monotonic()
-                self.process(msgs)
-        finally:
-            self.consumer.close()
-            self.reference.close()
-        return 0
+        return self.loop.run(start=self.start)
 
-    def process(self, msgs: list[Message]) -> None:
-        """Rate ``msgs`` and commit everything they cause in one transaction (or none of it)."""
+    def tick(self) -> None:
+        self.reference.poll()
+
+    def take(self, msg: Message) -> None:
+        self._msgs.append(msg)
+
+    def drop(self) -> None:
+        self._msgs = []
+
+    def close(self) -> None:
+        self.reference.close()
+
+    def flush(self) -> Future[_Rated]:
+        """Rate the batch (in memory, debits staged); ``Reread`` when the reference catch-up could
+        not reach Kafka, so no leg is dead-lettered for want of data it could not fetch."""
+        msgs, self._msgs = self._msgs, []
         batch = RatingBatch(
             self.reference.data,
             self.ledger,
@@ -212,43 +213,16 @@ class Rater:
                 "could not bring reference data up to date (%s); rating these %d legs again from %s",
                 exc,
                 len(msgs),
-                self._positions,
+                self.loop.positions,
             )
-            self._rewind()
             time.sleep(_RETRY_PAUSE_S)
-            return
-        result = batch.finish()
-        offsets: dict[int, int] = {}
-        for msg in msgs:
-            offsets[msg.partition()] = max(offsets.get(msg.partition(), -1), msg.offset() + 1)
-        if not self._transact(msgs, result, offsets):
-            return
-        batch.commit(time.time())
-        self._positions.update(offsets)
-        metrics.TRANSACTIONS.labels("committed").inc()
-        for leg, n in result.rated_by_leg.items():
-            metrics.LEGS_RATED.labels(leg).inc(n)
-        metrics.LEGS_DUPLICATE.inc(result.duplicates)
-        for _i, why in result.rejected:
-            metrics.DEAD_LETTERS.labels("rater", why.error_kind).inc()
-        if result.duplicates:  # one line per batch; each dropped leg is logged at DEBUG
-            log.info(
-                "dropped %d redelivered legs already charged, of %d legs in this batch",
-                result.duplicates,
-                len(msgs),
-            )
-        log.debug(
-            "committed %d legs: %d CDRs, %d balances, %d dead letters, %d duplicates, charged %s",
-            len(msgs),
-            len(result.cdrs),
-            len(result.balances),
-            len(result.rejected),
-            result.duplicates,
-            result.charged,
-        )
+            raise Reread from exc
+        return done_future(_Rated(msgs, batch, batch.finish()))
 
-    def _produce_all(self, msgs: list[Message], result) -> None:
+    def produce(self, rated: _Rated) -> None:
+        """Inside the transaction: the CDRs, the balances and the dead letters of the batch."""
         produce = self.producer.produce
+        result, msgs = rated.result, rated.msgs
         cdr_topic, balances_topic = self.opt.cdr_topic, self.opt.balances_topic
         for key, value in result.cdrs:
             self._produce(produce, cdr_topic, key, value)
@@ -277,94 +251,44 @@ class Rater:
             except BufferError:
                 self.producer.poll(0.05)
 
-    def _transact(self, msgs: list[Message], result, offsets: dict[int, int]) -> bool:
-        """Produce the batch's outputs and commit them with its offsets in one transaction.
-
-        True when committed. False when the transaction was aborted (an abortable error, or a
-        broker that did not answer for longer than the transaction may last): the consumer is
-        rewound and the batch will be read and rated again. A fatal error (fenced) raises."""
-        try:
-            self.producer.begin_transaction()
-            self._produce_all(msgs, result)
-            partitions = [TopicPartition(self.opt.legs_topic, p, o) for p, o in offsets.items()]
-            self._retrying(
-                "send_offsets_to_transaction",
-                lambda: self.producer.send_offsets_to_transaction(
-                    partitions, self.consumer.consumer_group_metadata(), self.opt.txn_timeout_s
-                ),
-            )
-            self._retrying(
-                "commit_transaction", lambda: self.producer.commit_transaction(self.opt.txn_timeout_s)
-            )
-            return True
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() in _FENCED:
-                log.critical(
-                    "fenced: another process took transactional id %s (a newer rater instance, "
-                    "or `callback rerate`); exiting without committing %d legs, a restart "
-                    "reloads the committed state",
-                    self.opt.transactional_id,
-                    len(msgs),
-                )
-                raise
-            if err.fatal():
-                log.critical("fatal Kafka error in transaction, exiting: %s", err)
-                raise
-            log.warning(
-                "transaction of %d legs aborted (%s); rewinding to %s", len(msgs), err, self._positions
-            )
+    def settled(self, rated: _Rated, committed: bool) -> None:
+        """Merge the staged debits into memory once the transaction committed; drop them when it
+        was aborted (the loop rewound: the batch is rated again)."""
+        if not committed:
             metrics.TRANSACTIONS.labels("aborted").inc()
-            self._abort()
-            self._rewind()
-            return False
+            return
+        result, msgs = rated.result, rated.msgs
+        rated.batch.commit(time.time())
+        metrics.TRANSACTIONS.labels("committed").inc()
+        for leg, n in result.rated_by_leg.items():
+            metrics.LEGS_RATED.labels(leg).inc(n)
+        metrics.LEGS_DUPLICATE.inc(result.duplicates)
+        for _i, why in result.rejected:
+            metrics.DEAD_LETTERS.labels("rater", why.error_kind).inc()
+        if result.duplicates:  # one line per batch; each dropped leg is logged at DEBUG
+            log.info(
+                "dropped %d redelivered legs already charged, of %d legs in this batch",
+                result.duplicates,
+                len(msgs),
+            )
+        log.debug(
+            "committed %d legs: %d CDRs, %d balances, %d dead letters, %d duplicates, charged %s",
+            len(msgs),
+            len(result.cdrs),
+            len(result.balances),
+            len(result.rejected),
+            result.duplicates,
+            result.charged,
+        )
 
-    def _retrying(self, what: str, call) -> None:
-        """``call`` again while it fails with a retriable error (a timeout: the broker did not answer
-        in time), for as long as the transaction may last; any other error is raised."""
-        deadline = time.monotonic() + self.opt.txn_timeout_s
-        attempt = 0
-        while True:
-            try:
-                call()
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if (
-                    not err.retriable()
-                    or err.txn_requires_abort()
-                    or err.fatal()
-                    or self._stopping
-                    or time.monotonic() > deadline
-                ):
-                    raise
-                attempt += 1
-                log.warning("%s attempt %d: %s; retrying", what, attempt, err)
-                time.sleep(min(0.5 * attempt, 5.0))
 
-    def _abort(self) -> None:
-        """Abort the open transaction, waiting for the broker as long as it takes (unless stopping:
-        the next start's ``init_transactions`` aborts it then)."""
-        attempt = 0
-        while True:
-            try:
-                self.producer.abort_transaction(self.opt.txn_timeout_s)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.fatal():
-                    log.critical("fatal Kafka error aborting a transaction, exiting: %s", err)
-                    raise
-                if err.code() == KafkaError._STATE:  # no transaction open (begin failed): done
-                    return
-                if not err.retriable() and not err.txn_requires_abort():
-                    raise
-                if self._stopping:
-                    log.warning("stopping with a transaction not aborted (%s); the next start aborts it", err)
-                    return
-                attempt += 1
-                log.warning("abort_transaction attempt %d: %s; retrying", attempt, err)
-                time.sleep(min(0.5 * attempt, 5.0))
+@dataclass
+class _Rated:
+    """A batch rated in memory: its legs, the batch holding the staged debits, and its outputs."""
+
+    msgs: list[Message]
+    batch: RatingBatch
+    result: BatchResult
 
 
 def load_ledger(topic: str) -> Ledger:

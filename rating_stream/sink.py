@@ -1,5 +1,10 @@
 """``callback cdr-sink``: rated CDRs from Kafka into ClickHouse, in batches, losing nothing.
 
+The loop is ``callback/stage_loop.py``'s, shared with the rater: it consumes, keeps the offsets,
+checkpoints (flush → produce → commit with ``ConsumerCommit``), pauses the consumer while an insert
+waits for ClickHouse, re-reads after a failed commit, replaces a failed consumer and checkpoints
+before a revocation. The sink says what a batch is and what storing it means:
+
 * read_committed: only CDRs of committed rater transactions are stored;
 * a batch is flushed at ``batch_max`` rows or ``flush_interval_s`` seconds, as one columnar
   INSERT (ClickHouse wants thousands of rows per insert, never a row per insert);
@@ -31,19 +36,18 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Callable
-from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
 from clickhouse_driver import errors as ch_errors
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 from callback.clickhouse_io import clickhouse_client
-from callback.kafka_io import ConsumerFailed, consumer_config, dead_letter, is_record, producer_config
+from callback.kafka_io import consumer_config, dead_letter, producer_config
+from callback.stage_loop import Abandoned, Batch, ConsumerCommit, Stage, StageLoop
 from rating_stream import metrics
 from rating_stream.cdr import CDR_COLUMNS, cdr_row
 from schemas.topics import CDR_RATED
@@ -129,23 +133,22 @@ class SinkOptions:
     dead_letter_source: str = CDR_RATED.name
 
 
-class _Abandoned(Exception):
-    """The sink is stopping while ClickHouse cannot be reached: leave the batch for the next run."""
-
-
 @dataclass
-class _InFlight:
-    """The batch being inserted: committed (its offsets) only once ``done`` says it is stored.
+class _Stored:
+    """A batch as ClickHouse took it: its records, and the rows refused (index in ``msgs``, why)."""
 
-    ``done`` yields the rows ClickHouse refused: (index in ``msgs``, the refusal)."""
-
-    done: Future[list[tuple[int, str]]]
-    rows: int
-    offsets: dict[tuple[str, int], int]
     msgs: list[Message]
+    rows: int
+    refused: list[tuple[int, str]]
 
 
-class CdrSink:
+class CdrSink(Stage):
+    """The sink stage: the records are CDRs, a batch is up to ``batch_max`` rows or
+    ``flush_interval_s``, its effect one INSERT on the insert thread, made durable by
+    ``ConsumerCommit`` (the loop's order, ``callback/stage_loop.py``)."""
+
+    noun = "CDRs"
+
     def __init__(
         self, options: SinkOptions, row: RowFn = cdr_row, on_stored: Callable[[int], None] | None = None
     ) -> None:
@@ -154,22 +157,30 @@ class CdrSink:
         #: called with the running total after each batch is stored and committed (benchmark clock)
         self._on_stored = on_stored
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ch-insert")
-        self._inflight: _InFlight | None = None
-        self._stopping = False
         self.client = clickhouse_client()
-        self.consumer = self._new_consumer()
-        #: the fatal error the consumer reported; the main loop replaces the consumer
-        self._consumer_failed: KafkaError | None = None
-        self._replace_delay_s = options.backoff_initial_s
         self._dlq: Producer | None = None
         self._rows: list[tuple] = []
         #: the record of each row in ``_rows``, for dead-lettering it if ClickHouse refuses it
         self._msgs: list[Message] = []
-        self._offsets: dict[tuple[str, int], int] = {}
-        self._first_at: float | None = None
-        self._late: list[Message] = []
         self.inserted = 0
         self._insert_sql = f"INSERT INTO {options.table} ({', '.join(options.columns)}) VALUES"
+        self.loop = StageLoop(
+            self,
+            self._new_consumer,
+            ConsumerCommit(
+                reread="these CDRs are stored and will be read and inserted again (FINAL collapses "
+                "the copies)",
+                on_failure=metrics.SINK_COMMIT_FAILURES.inc,
+            ),
+            topics=[options.topic],
+            replace_failed=True,
+            consume_max=min(options.batch_max, 10_000),
+            consume_timeout_s=0.2,
+            idle_exit_s=options.idle_exit_s,
+            patience_s=_PATIENCE_S,
+            backoff_initial_s=options.backoff_initial_s,
+            backoff_max_s=options.backoff_max_s,
+        )
 
     def _new_consumer(self) -> Consumer:
         return Consumer(
@@ -187,64 +198,18 @@ class CdrSink:
             )
         )
 
+    @property
+    def consumer(self) -> Consumer:
+        return self.loop.consumer
+
     def stop(self, *_: object) -> None:
-        self._stopping = True
+        self.loop.stop()
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        self.consumer.subscribe([self.opt.topic], on_revoke=self._on_revoke)
-        idle_since = time.monotonic()
-        try:
-            while not self._stopping:
-                if self._consumer_failed is not None:
-                    self._replace_consumer()
-                    continue
-                msgs = self.consumer.consume(num_messages=min(self.opt.batch_max, 10_000), timeout=0.2)
-                for msg in msgs:
-                    self._add(msg)
-                if msgs:
-                    idle_since = time.monotonic()
-                if self._inflight is not None and self._inflight.done.done():
-                    self._complete_inflight()
-                if self._due():
-                    self.flush()
-                elif (
-                    not self._rows
-                    and self._inflight is None
-                    and self.opt.idle_exit_s is not None
-                    and time.monotonic() - idle_since > self.opt.idle_exit_s
-                ):
-                    log.info("no CDRs for %.0f s, exiting", self.opt.idle_exit_s)
-                    break
-            self.flush()
-            self._complete_inflight()
-        finally:
-            self._stopping = True  # an insert still retrying gives up; its offsets stay uncommitted
-            self._inserter.shutdown(wait=True)
-            self.consumer.close()
-            if self._dlq is not None:
-                self._dlq.flush(30)
-        return 0
+        return self.loop.run()
 
-    def _due(self) -> bool:
-        if not self._offsets:
-            return False
-        return (
-            len(self._rows) >= self.opt.batch_max
-            or time.monotonic() - (self._first_at or 0) >= self.opt.flush_interval_s
-        )
-
-    def _add(self, msg: Message) -> None:
-        try:
-            if not is_record(msg, "cdr-sink consumer"):
-                return
-        except ConsumerFailed as exc:
-            self._consumer_failed = exc.args[0]
-            return
-        if self._first_at is None:
-            self._first_at = time.monotonic()
-        self._offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+    # --- the stage: what the loop does with a batch of CDRs ----------------------------------------
+    def take(self, msg: Message) -> None:
         try:
             self._rows.append(self._row(orjson.loads(msg.value())))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -252,6 +217,49 @@ class CdrSink:
             self._reject(msg, f"{type(exc).__name__}: {exc}", kind)
             return
         self._msgs.append(msg)
+
+    def due(self, batch: Batch) -> bool:
+        return (
+            len(self._rows) >= self.opt.batch_max
+            or time.monotonic() - (batch.first_at or 0) >= self.opt.flush_interval_s
+        )
+
+    def flush(self) -> Future[_Stored]:
+        """Send the pending rows to ClickHouse on the insert thread (the loop has the batch before
+        them stored and committed first)."""
+        rows, msgs = self._rows, self._msgs
+        self._rows, self._msgs = [], []
+        return self._inserter.submit(lambda: _Stored(msgs, len(rows), self._store(rows)))
+
+    def produce(self, stored: _Stored) -> None:
+        """The refused rows to the dead-letter topic, delivered before the offsets are committed."""
+        for index, reason in stored.refused:
+            self._reject(stored.msgs[index], reason, "refused_by_clickhouse")
+        if not self._deliver_dead_letters():
+            log.warning("stopping with dead letters not delivered; offsets stay uncommitted and the "
+                        "next run stores (or sets aside) those CDRs again")
+            raise Abandoned
+
+    def settled(self, stored: _Stored, committed: bool) -> None:
+        """Count the stored rows, committed or not: a batch whose commit failed is stored already
+        (read and inserted again, which FINAL collapses)."""
+        rows = stored.rows - len(stored.refused)
+        metrics.SINK_ROWS.inc(rows)
+        self.inserted += rows
+        log.debug("stored %d CDRs (%d refused), committed %s", rows, len(stored.refused), committed)
+        if self._on_stored is not None:
+            self._on_stored(self.inserted)
+
+    def drop(self) -> None:
+        self._rows, self._msgs = [], []
+
+    def replaced(self) -> None:
+        metrics.SINK_CONSUMER_REPLACED.inc()
+
+    def close(self) -> None:
+        self._inserter.shutdown(wait=True)
+        if self._dlq is not None:
+            self._dlq.flush(30)
 
     def _reject(self, msg: Message, reason: str, kind: str) -> None:
         if self._dlq is None:
@@ -270,93 +278,17 @@ class CdrSink:
         )
         metrics.DEAD_LETTERS.labels("cdr-sink", kind).inc()
 
-    def flush(self, poll_while_waiting: bool = True) -> None:
-        """Send the pending rows to ClickHouse, after the batch before them is stored and committed."""
-        if not self._offsets:
-            return
-        self._complete_inflight(poll_while_waiting)
-        rows, msgs = self._rows, self._msgs
-        done = self._inserter.submit(self._store, rows)
-        self._inflight = _InFlight(done, len(rows), self._offsets, msgs)
-        self._rows, self._msgs, self._offsets, self._first_at = [], [], {}, None
-
-    def _complete_inflight(self, poll_while_waiting: bool = True) -> None:
-        """Wait until the batch in flight is stored, then commit its offsets (never before)."""
-        inflight = self._inflight
-        if inflight is None:
-            return
-        # the usual case: the insert is about done; wait without touching the consumer (pausing
-        # would drop its prefetched records, to be fetched again)
-        futures.wait([inflight.done], timeout=_PATIENCE_S)
-        if not inflight.done.done() and poll_while_waiting:
-            # ClickHouse is slow or down: stop fetching, but keep polling so the group keeps us
-            self.consumer.pause(self.consumer.assignment())
-            try:
-                while not inflight.done.done():
-                    self._late.extend(self.consumer.consume(num_messages=1000, timeout=0.2))
-            finally:
-                self.consumer.resume(self.consumer.assignment())
-        if self._inflight is not inflight:
-            return  # a rebalance callback, run while we polled, completed it already
-        self._inflight = None
-        try:
-            refused = inflight.done.result()
-        except _Abandoned:
-            log.warning("stopping with %d CDRs not stored; their offsets stay uncommitted and the "
-                        "next run stores them", inflight.rows)
-            return
-        for index, reason in refused:
-            self._reject(inflight.msgs[index], reason, "refused_by_clickhouse")
-        if not self._deliver_dead_letters():
-            log.warning("stopping with dead letters not delivered; offsets stay uncommitted and the "
-                        "next run stores (or sets aside) those CDRs again")
-            return
-        stored = inflight.rows - len(refused)
-        self._commit(inflight.offsets)
-        metrics.SINK_ROWS.inc(stored)
-        self.inserted += stored
-        log.debug("stored %d CDRs (%d refused), offsets %s", stored, len(refused), inflight.offsets)
-        if self._on_stored is not None:
-            self._on_stored(self.inserted)
-        late, self._late = self._late, []
-        for msg in late:  # records a paused consumer still handed out while we waited
-            self._add(msg)
-
     def _deliver_dead_letters(self) -> bool:
         """Wait until every dead letter is on Kafka (offsets are committed only after); False when
         the sink is stopping first."""
         if self._dlq is None:
             return True
         while self._dlq.flush(5) > 0:
-            if self._stopping:
+            if self.loop.stopping:
                 return False
             log.warning("%d dead letters not delivered yet (is Kafka reachable?); waiting before "
                         "committing", len(self._dlq))
         return True
-
-    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit after the insert. A failure that is not fatal is a lost membership (a broker
-        pause longer than the session timeout, a rebalance): the records are read again, by us or
-        the partition's new owner, and inserted again, which ReplacingMergeTree collapses."""
-        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        try:
-            self.consumer.commit(offsets=partitions, asynchronous=False)
-            self._replace_delay_s = self.opt.backoff_initial_s
-        except KafkaException as exc:
-            err = exc.args[0]
-            metrics.SINK_COMMIT_FAILURES.inc()
-            if err.fatal() or err.code() == KafkaError._FATAL:
-                self._consumer_failed = err
-                log.warning("commit of offsets %s failed for good (%s); these CDRs are stored and will "
-                            "be read and inserted again by a new consumer", offsets, err.str())
-                return
-            log.warning(
-                "commit of offsets %s failed (%s): the group dropped this member or moved its "
-                "partitions (broker pause, rebalance); these CDRs are stored and will be read and "
-                "inserted again (FINAL collapses the copies)",
-                offsets,
-                err.str(),
-            )
 
     def _store(self, rows: list[tuple]) -> list[tuple[int, str]]:
         """Runs in the insert thread: store ``rows``, all but the ones ClickHouse refuses, which are
@@ -382,7 +314,7 @@ class CdrSink:
 
     def _insert(self, rows: list[tuple]) -> BaseException | None:
         """Insert ``rows``, retrying while ClickHouse is unreachable (until the sink stops, then
-        ``_Abandoned``); returns None when stored, or the refusal when ClickHouse refused them."""
+        ``Abandoned``); returns None when stored, or the refusal when ClickHouse refused them."""
         columns = list(zip(*rows, strict=True))
         delay = self.opt.backoff_initial_s
         while True:
@@ -403,49 +335,10 @@ class CdrSink:
                 )
                 deadline = time.monotonic() + delay
                 while time.monotonic() < deadline:
-                    if self._stopping:
-                        raise _Abandoned from exc
+                    if self.loop.stopping:
+                        raise Abandoned from exc
                     time.sleep(0.05)
                 delay = min(delay * 2, self.opt.backoff_max_s)
-
-    def _replace_consumer(self) -> None:
-        """Close the consumer that failed for good and subscribe a new one, after a backoff.
-
-        The batch in flight is waited for (its rows are stored) but not committed; the rows read
-        but not sent are dropped. The new consumer starts at the committed offsets, so all of them
-        are read again and stored again, which ``ReplacingMergeTree`` collapses."""
-        err = self._consumer_failed
-        log.error("the Kafka consumer failed for good (%s); replacing it in %.1f s, and reading the "
-                  "%d CDRs not committed again", err.str() if err else "?", self._replace_delay_s,
-                  len(self._rows) + (self._inflight.rows if self._inflight else 0))
-        metrics.SINK_CONSUMER_REPLACED.inc()
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            try:
-                inflight.done.result()
-            except _Abandoned:
-                pass
-        self._rows, self._msgs, self._offsets, self._first_at, self._late = [], [], {}, None, []
-        try:
-            self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.warning("closing the failed consumer: %s", exc)
-        deadline = time.monotonic() + self._replace_delay_s
-        while time.monotonic() < deadline and not self._stopping:
-            time.sleep(0.05)
-        self._replace_delay_s = min(self._replace_delay_s * 2, self.opt.backoff_max_s)
-        self.consumer = self._new_consumer()
-        self._consumer_failed = None
-        self.consumer.subscribe([self.opt.topic], on_revoke=self._on_revoke)
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Store what was read before the partitions go to another member, so it is not lost
-        (it would be re-read anyway) nor inserted twice by two members."""
-        if self._offsets or self._inflight is not None:
-            log.info("partitions revoked: storing %d pending CDRs first", len(self._rows))
-            # inside a consumer callback: wait without polling the consumer again
-            self.flush(poll_while_waiting=False)
-            self._complete_inflight(poll_while_waiting=False)
 
 
 def run_sink(options: SinkOptions) -> int:

@@ -26,38 +26,12 @@ from rating_stream.loadgen import make_legs, reference_records, tariffs
 from rating_stream.rater import Rater, RaterOptions
 from rating_stream.sink import CdrSink, SinkOptions
 from schemas.callback import PayerKind
+from tests.unit.kafka_fakes import FakeMessage
 
 RUN = "stages"
 
 
 # --- fakes ------------------------------------------------------------------------------------
-
-@dataclass
-class FakeMessage:
-    _value: bytes | None
-    _key: bytes | None = None
-    _partition: int = 0
-    _offset: int = 0
-    _topic: str = "t"
-
-    def value(self):
-        return self._value
-
-    def key(self):
-        return self._key
-
-    def partition(self):
-        return self._partition
-
-    def offset(self):
-        return self._offset
-
-    def topic(self):
-        return self._topic
-
-    def error(self):
-        return None
-
 
 def _kafka_error(code: int, *, retriable: bool = False, abort: bool = False, fatal: bool = False):
     error = KafkaError(code, "scripted", fatal=fatal, retriable=retriable, txn_requires_abort=abort)
@@ -177,8 +151,15 @@ def rater(monkeypatch) -> Rater:
     monkeypatch.setattr(rater_module, "Consumer", FakeConsumer)
     monkeypatch.setattr(rater_module, "ReferenceFeed", FakeFeed)
     r = Rater(RaterOptions(txn_timeout_s=0.5))
-    r._positions = {0: 0, 1: 0}
+    r.loop.positions = {("callback.legs", 0): 0, ("callback.legs", 1): 0}
     return r
+
+
+def _process(rater: Rater, msgs: list[FakeMessage]) -> None:
+    """What the loop does with one consume call's legs: take them, then checkpoint the batch."""
+    for msg in msgs:
+        rater.loop.take(msg)
+    rater.loop.checkpoint()
 
 
 def _leg_messages(n: int = 40, start: int = 0) -> list[FakeMessage]:
@@ -200,7 +181,7 @@ def test_redelivered_legs_are_counted_and_logged_once_per_batch(rater, caplog):
     first = _leg_messages(1)[0]
     again = [FakeMessage(first.value(), first.key(), 0, i + 1, "callback.legs") for i in range(600)]
     with caplog.at_level(logging.DEBUG, logger="rating_stream"):
-        rater.process([first, *again])
+        _process(rater, [first, *again])
     info = [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("rating_stream")]
     assert len(info) == 1, [r.getMessage() for r in info][:5]
     assert "600" in info[0].getMessage() and "redelivered" in info[0].getMessage()
@@ -216,13 +197,13 @@ def test_timeouts_of_send_offsets_and_commit_are_retried(rater):
         "send_offsets_to_transaction": [_kafka_error(KafkaError._TIMED_OUT, retriable=True)],
         "commit_transaction": [_kafka_error(KafkaError._TIMED_OUT, retriable=True)] * 2,
     }
-    rater.opt.txn_timeout_s = 30.0  # retried within the transaction's lifetime
+    rater.loop.committer.timeout_s = 30.0  # retried within the transaction's lifetime
     msgs = _leg_messages()
-    rater.process(msgs)
+    _process(rater, msgs)
     assert len(_cdr_keys(rater.producer)) == len(msgs)
     assert rater.producer.calls.count("commit_transaction") == 3
     assert "abort_transaction" not in rater.producer.calls
-    assert rater._positions == {0: 39, 1: 40}
+    assert rater.loop.positions == {("callback.legs", 0): 39, ("callback.legs", 1): 40}
 
 
 def test_an_abortable_error_aborts_rewinds_and_the_batch_is_rated_again(rater):
@@ -232,12 +213,12 @@ def test_an_abortable_error_aborts_rewinds_and_the_batch_is_rated_again(rater):
         "abort_transaction": [_kafka_error(KafkaError._TIMED_OUT, retriable=True)] * 2,
     }
     before = dict(rater.ledger.items())
-    rater.process(msgs)
+    _process(rater, msgs)
     assert _cdr_keys(rater.producer) == []
     assert dict(rater.ledger.items()) == before  # nothing charged by an aborted transaction
     assert rater.producer.calls.count("abort_transaction") == 3  # retried until done
     assert rater.consumer.assigned[-1] == [("callback.legs", 0, 0), ("callback.legs", 1, 0)]
-    rater.process(msgs)  # read again from the rewound offsets: rated once
+    _process(rater, msgs)  # read again from the rewound offsets: rated once
     assert len(_cdr_keys(rater.producer)) == len(msgs) == len(set(_cdr_keys(rater.producer)))
 
 
@@ -247,18 +228,18 @@ def test_a_broker_silent_for_longer_than_a_transaction_aborts_instead_of_exiting
     rater.producer.failures = {
         "send_offsets_to_transaction": [_kafka_error(KafkaError._TIMED_OUT, retriable=True)] * 50,
     }
-    rater.process(_leg_messages())
+    _process(rater, _leg_messages())
     assert "abort_transaction" in rater.producer.calls
     assert _cdr_keys(rater.producer) == []
     rater.producer.failures = {}
-    rater.process(_leg_messages())
+    _process(rater, _leg_messages())
     assert len(_cdr_keys(rater.producer)) == 40
 
 
 def test_being_fenced_still_exits(rater):
     rater.producer.failures = {"commit_transaction": [_kafka_error(KafkaError._FENCED, fatal=True)]}
     with pytest.raises(KafkaException):
-        rater.process(_leg_messages())
+        _process(rater, _leg_messages())
 
 
 def test_a_reference_catch_up_that_cannot_reach_kafka_retries_the_batch_not_dead_letters(rater, monkeypatch):
@@ -270,7 +251,7 @@ def test_a_reference_catch_up_that_cannot_reach_kafka_retries_the_batch_not_dead
     ghost_msg = FakeMessage(json.dumps(ghost).encode(), b"g", 0, 99, "callback.legs")
     feed = rater.reference
     feed.catch_up_failures = [_kafka_error(KafkaError._TRANSPORT)]
-    rater.process([*msgs, ghost_msg])
+    _process(rater, [*msgs, ghost_msg])
     assert "begin_transaction" not in rater.producer.calls  # nothing produced, nothing dead-lettered
     assert rater.consumer.assigned[-1] == [("callback.legs", 0, 0), ("callback.legs", 1, 0)]
 
@@ -330,9 +311,9 @@ def _cdr_messages(n: int, bad: set[int] = frozenset()) -> list[FakeMessage]:
 
 def _store(sink: CdrSink, msgs: list[FakeMessage]) -> None:
     for msg in msgs:
-        sink._add(msg)
-    sink.flush()
-    sink._complete_inflight()
+        sink.loop.take(msg)
+    sink.loop.checkpoint()
+    sink.loop.complete()
 
 
 def test_refused_rows_are_found_by_splitting_dead_lettered_and_the_rest_stored(sink):
@@ -381,16 +362,16 @@ class FatalError:
 def test_a_consumer_fenced_after_a_pause_is_replaced_and_the_uncommitted_cdrs_read_again(sink, caplog):
     first = sink.consumer
     for msg in _cdr_messages(4):
-        sink._add(msg)
-    sink._add(FatalError())
-    assert sink._consumer_failed is not None
+        sink.loop.take(msg)
+    sink.loop.take(FatalError())
+    assert sink.loop.failed is not None
     with caplog.at_level(logging.ERROR):
-        sink._replace_consumer()
+        sink.loop.replace_consumer()
     assert "replacing it" in caplog.text and "4 CDRs not committed" in caplog.text
     assert first.closed and sink.consumer is not first and sink.consumer.subscribed == ["cdr.rated"]
     assert sink.consumer.config["group.instance.id"] == "g-x"
-    assert not sink._rows and not sink._offsets  # dropped: the new consumer reads them again
-    assert sink._consumer_failed is None
+    assert not sink._rows and not sink.loop.batch.offsets  # dropped: the new consumer reads them again
+    assert sink.loop.failed is None
     _store(sink, _cdr_messages(3))  # and the new consumer carries on
     assert len(sink.client.rows) == 3 and sink.consumer.commits
 
@@ -399,7 +380,7 @@ def test_a_commit_fenced_for_good_replaces_the_consumer_instead_of_exiting(sink)
     sink.consumer.commit_failures = [_kafka_error(KafkaError._FATAL, fatal=True)]
     _store(sink, _cdr_messages(5))
     assert len(sink.client.rows) == 5  # stored; read again by the next consumer, FINAL collapses
-    assert sink._consumer_failed is not None
+    assert sink.loop.failed is not None
 
 
 # --- item 12: --instance names the static member ------------------------------------------------

@@ -1,0 +1,491 @@
+"""One consume → process → commit-after-the-effect loop for the long-running stages.
+
+A stage (the CDR sink, the rater) says only what to do with a batch of records and how its effect
+becomes durable; ``StageLoop`` owns the Kafka side and the order, in the spirit of a quix-streams
+checkpoint (docs/architecture.md, "Nothing lost"):
+
+1. **consume** and triage (``kafka_io.is_record``), remembering per partition the offset to commit
+   (the one after the last record taken);
+2. when the stage says the batch is due, **flush** it: the stage starts its effect (an insert on a
+   worker thread, or rating it at once) and hands back a ``Future``; the next batch is read while
+   it runs, and at most one batch is in flight;
+3. once the effect is done, **produce** what goes with it (the stage's dead letters, or its
+   outputs inside the transaction), then **commit** the offsets, never before. Two ways:
+   ``ConsumerCommit`` (``consumer.commit`` after the effect) and ``TransactionCommit`` (the offsets
+   sent inside the producer's transaction, with the outputs).
+
+Around that order, the same for every stage:
+
+* an effect that takes longer than ``patience_s`` pauses the consumer, which is still polled so the
+  group keeps this member; what it hands out meanwhile is taken after the commit;
+* a failed commit is not a reason to exit: the records are read again. A subscribed consumer gets
+  them from the group (this member after it rejoins, or the partition's new owner); an assigned
+  one is rewound to the last committed positions;
+* a consumer that fails for good (``ConsumerFailed``, a commit fatal error) is replaced after a
+  backoff when ``replace_failed`` (what was not committed is dropped and read again), and ends the
+  loop otherwise;
+* a partition revoked from a subscribed consumer: the pending batch is checkpointed first;
+* SIGTERM/SIGINT stop it: the pending batch is checkpointed, and an effect still waiting for its
+  server gives up (``Abandoned``), its offsets uncommitted; ``idle_exit_s`` stops it after that
+  long without a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from callback.kafka_io import ConsumerFailed, is_record
+from callback.topic_reader import partitions_of
+
+log = logging.getLogger(__name__)
+
+#: (topic, partition) -> the offset to commit: the next one to read
+Offsets = dict[tuple[str, int], int]
+
+_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+
+
+class Abandoned(Exception):
+    """The loop is stopping before a batch's effect is durable: its offsets stay uncommitted and
+    the next run reads it again."""
+
+
+class Reread(Exception):
+    """The stage could not process the batch now (its own inputs unreachable): read it again, from
+    the last committed positions."""
+
+
+@dataclass
+class Batch:
+    """The records taken since the last checkpoint: how many, since when, the offsets to commit."""
+
+    offsets: Offsets = field(default_factory=dict)
+    records: int = 0
+    first_at: float | None = None
+
+
+@dataclass
+class _InFlight:
+    done: Future[Any]
+    batch: Batch
+
+
+def done_future(result: Any) -> Future[Any]:
+    """A ``Future`` that already holds ``result``: the effect of a stage that works synchronously."""
+    future: Future[Any] = Future()
+    future.set_result(result)
+    return future
+
+
+class Stage:
+    """What a stage does with its records; every hook but ``take`` and ``flush`` may be left as is."""
+
+    #: what its records are, in the loop's log lines ("CDRs", "legs")
+    noun = "records"
+
+    def tick(self) -> None:
+        """After every consume call, records or not (e.g. poll the reference data)."""
+
+    def take(self, msg: Message) -> None:
+        """A record of the batch being read (its offset is the loop's business)."""
+        raise NotImplementedError
+
+    def due(self, batch: Batch) -> bool:
+        """Whether the batch read so far (never empty) is to be flushed now."""
+        return True
+
+    def flush(self) -> Future[Any]:
+        """Hand the batch over and start its effect; the result goes to ``produce`` and ``settled``.
+        ``Reread`` to read the batch again instead."""
+        raise NotImplementedError
+
+    def produce(self, result: Any) -> None:
+        """The outputs that go with the offsets, produced before they are committed (inside the
+        transaction, for ``TransactionCommit``). ``Abandoned`` leaves the offsets uncommitted."""
+
+    def settled(self, result: Any, committed: bool) -> None:
+        """After the commit: ``committed`` False when it failed and the batch will be read again."""
+
+    def drop(self) -> None:
+        """Forget the batch being read: its consumer is replaced, the new one reads it again."""
+
+    def replaced(self) -> None:
+        """The consumer failed for good and is being replaced (count it)."""
+
+    def close(self) -> None:
+        """The loop ended (stopping is set): release the stage's own clients."""
+
+
+class ConsumerCommit:
+    """Commit with the consumer, synchronously, after the effect and its outputs.
+
+    A failure that is not fatal is a lost membership (a broker pause longer than the session
+    timeout, a rebalance): the records are read again by this member or the partition's new owner,
+    so the effect has to be repeatable (``reread`` says why it is, in the log). A fatal one raises
+    ``ConsumerFailed``."""
+
+    def __init__(self, reread: str, on_failure: Callable[[], None] = lambda: None) -> None:
+        self.reread = reread
+        self.on_failure = on_failure
+
+    def commit(self, loop: StageLoop, offsets: Offsets, produce: Callable[[], None], what: str) -> bool:
+        produce()
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            loop.consumer.commit(offsets=partitions, asynchronous=False)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            self.on_failure()
+            if err.fatal() or err.code() == KafkaError._FATAL:
+                log.warning("commit of offsets %s failed for good (%s); %s, by a new consumer",
+                            offsets, err.str(), self.reread)
+                raise ConsumerFailed(err) from exc
+            log.warning(
+                "commit of offsets %s failed (%s): the group dropped this member or moved its "
+                "partitions (broker pause, rebalance); %s",
+                offsets,
+                err.str(),
+                self.reread,
+            )
+            return False
+
+
+class TransactionCommit:
+    """Produce the outputs and send the offsets in one transaction of ``producer``: all or nothing.
+
+    A call that times out is retried for as long as the transaction may last; an abortable error
+    (or a broker silent for longer) aborts it and returns False, and the loop rewinds; a fatal one
+    (fenced: another producer took ``transactional_id``) raises, for the process to exit."""
+
+    def __init__(self, producer: Producer, transactional_id: str, timeout_s: float, fenced_by: str) -> None:
+        self.producer = producer
+        self.transactional_id = transactional_id
+        self.timeout_s = timeout_s
+        #: who may have taken the transactional id, for the log line
+        self.fenced_by = fenced_by
+
+    def commit(self, loop: StageLoop, offsets: Offsets, produce: Callable[[], None], what: str) -> bool:
+        try:
+            self.producer.begin_transaction()
+            produce()
+            partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            self._retrying(
+                loop,
+                "send_offsets_to_transaction",
+                lambda: self.producer.send_offsets_to_transaction(
+                    partitions, loop.consumer.consumer_group_metadata(), self.timeout_s
+                ),
+            )
+            self._retrying(
+                loop, "commit_transaction", lambda: self.producer.commit_transaction(self.timeout_s)
+            )
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() in _FENCED:
+                log.critical(
+                    "fenced: another process took transactional id %s (%s); exiting without "
+                    "committing %s, a restart reloads the committed state",
+                    self.transactional_id,
+                    self.fenced_by,
+                    what,
+                )
+                raise
+            if err.fatal():
+                log.critical("fatal Kafka error in transaction, exiting: %s", err)
+                raise
+            log.warning("transaction of %s aborted (%s); rewinding to %s", what, err, loop.positions)
+            self._abort(loop)
+            return False
+
+    def _retrying(self, loop: StageLoop, what: str, call: Callable[[], None]) -> None:
+        """``call`` again while it fails with a retriable error (a timeout: the broker did not answer
+        in time), for as long as the transaction may last; any other error is raised."""
+        deadline = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if (
+                    not err.retriable()
+                    or err.txn_requires_abort()
+                    or err.fatal()
+                    or loop.stopping
+                    or time.monotonic() > deadline
+                ):
+                    raise
+                attempt += 1
+                log.warning("%s attempt %d: %s; retrying", what, attempt, err)
+                time.sleep(min(0.5 * attempt, 5.0))
+
+    def _abort(self, loop: StageLoop) -> None:
+        """Abort the open transaction, waiting for the broker as long as it takes (unless stopping:
+        the next start's ``init_transactions`` aborts it then)."""
+        attempt = 0
+        while True:
+            try:
+                self.producer.abort_transaction(self.timeout_s)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal():
+                    log.critical("fatal Kafka error aborting a transaction, exiting: %s", err)
+                    raise
+                if err.code() == KafkaError._STATE:  # no transaction open (begin failed): done
+                    return
+                if not err.retriable() and not err.txn_requires_abort():
+                    raise
+                if loop.stopping:
+                    log.warning("stopping with a transaction not aborted (%s); the next start aborts it", err)
+                    return
+                attempt += 1
+                log.warning("abort_transaction attempt %d: %s; retrying", attempt, err)
+                time.sleep(min(0.5 * attempt, 5.0))
+
+
+class StageLoop:
+    """Consume, hand records to ``stage``, and checkpoint: flush → produce → commit (module doc).
+
+    ``topics``: subscribe to them (group-managed partitions); None: the stage assigns partitions
+    itself (``assign_committed``) and a failed commit rewinds to ``positions``."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        new_consumer: Callable[[], Consumer],
+        committer: ConsumerCommit | TransactionCommit,
+        *,
+        topics: Iterable[str] | None = None,
+        replace_failed: bool = False,
+        consume_max: int = 10_000,
+        consume_timeout_s: float = 0.2,
+        idle_exit_s: float | None = None,
+        patience_s: float = 2.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 15.0,
+    ) -> None:
+        self.stage = stage
+        self._new_consumer = new_consumer
+        self.committer = committer
+        self.topics = list(topics) if topics is not None else None
+        self.replace_failed = replace_failed
+        self.consume_max = consume_max
+        self.consume_timeout_s = consume_timeout_s
+        self.idle_exit_s = idle_exit_s
+        #: how long to wait for an effect before pausing the consumer (well under max.poll.interval.ms)
+        self.patience_s = patience_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.consumer = new_consumer()
+        self.stopping = False
+        self.batch = Batch()
+        self.inflight: _InFlight | None = None
+        #: the last committed offset of each partition (what an assigned consumer rewinds to)
+        self.positions: Offsets = {}
+        #: the fatal error the consumer reported; the loop replaces the consumer
+        self.failed: KafkaError | None = None
+        self._replace_delay_s = backoff_initial_s
+        self._late: list[Message] = []
+
+    # --- running ---------------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self, start: Callable[[], None] | None = None) -> int:
+        """Until stopped (signal, ``idle_exit_s``); ``start`` runs first, with the signals handled."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        if start is not None:
+            start()
+        if self.topics is not None:
+            self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+        idle_since = time.monotonic()
+        try:
+            while not self.stopping:
+                if self.failed is not None:
+                    self.replace_consumer()
+                    continue
+                msgs = self.consumer.consume(num_messages=self.consume_max, timeout=self.consume_timeout_s)
+                self.stage.tick()
+                if sum(self.take(msg) for msg in msgs):
+                    idle_since = time.monotonic()
+                if self.inflight is not None and self.inflight.done.done():
+                    self.complete()
+                if self.batch.offsets and self.stage.due(self.batch):
+                    self.checkpoint()
+                elif (
+                    not self.batch.offsets
+                    and self.inflight is None
+                    and self.idle_exit_s is not None
+                    and time.monotonic() - idle_since > self.idle_exit_s
+                ):
+                    log.info("no %s for %.0f s, exiting", self.stage.noun, self.idle_exit_s)
+                    break
+            self.checkpoint()
+            self.complete()
+        finally:
+            self.stopping = True  # an effect still waiting for its server gives up, uncommitted
+            self.stage.close()
+            self.consumer.close()
+        return 0
+
+    def take(self, msg: Message) -> bool:
+        """Triage ``msg`` and, if it is a record, hand it to the stage; whether it was one."""
+        try:
+            if not is_record(msg, f"{self.stage.noun} consumer"):
+                return False
+        except ConsumerFailed as exc:
+            if not self.replace_failed:
+                raise
+            self.failed = exc.args[0]
+            return False
+        batch = self.batch
+        if batch.first_at is None:
+            batch.first_at = time.monotonic()
+        batch.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        batch.records += 1
+        self.stage.take(msg)
+        return True
+
+    # --- the checkpoint: flush → produce → commit --------------------------------------------------
+    def checkpoint(self, poll_while_waiting: bool = True) -> None:
+        """Flush the batch read so far, after the batch before it is durable and committed."""
+        if not self.batch.offsets:
+            return
+        self.complete(poll_while_waiting)
+        batch, self.batch = self.batch, Batch()
+        try:
+            done = self.stage.flush()
+        except Reread:
+            self.rewind()
+            return
+        self.inflight = _InFlight(done, batch)
+        if done.done():
+            self.complete(poll_while_waiting)
+
+    def complete(self, poll_while_waiting: bool = True) -> None:
+        """Wait until the batch in flight has its effect, then produce and commit (never before)."""
+        inflight = self.inflight
+        if inflight is None:
+            return
+        # the usual case: the effect is about done; wait without touching the consumer (pausing
+        # would drop its prefetched records, to be fetched again)
+        futures.wait([inflight.done], timeout=self.patience_s)
+        if not inflight.done.done() and poll_while_waiting:
+            # the effect's server is slow or down: stop fetching, but keep polling so the group
+            # keeps us
+            self.consumer.pause(self.consumer.assignment())
+            try:
+                while not inflight.done.done():
+                    self._late.extend(self.consumer.consume(num_messages=1000, timeout=0.2))
+            finally:
+                self.consumer.resume(self.consumer.assignment())
+        if self.inflight is not inflight:
+            return  # a rebalance callback, run while we polled, completed it already
+        self.inflight = None
+        what = f"{inflight.batch.records} {self.stage.noun}"
+        try:
+            result = inflight.done.result()
+            committed = self.committer.commit(
+                self, inflight.batch.offsets, lambda: self.stage.produce(result), what
+            )
+        except Abandoned:
+            log.warning("stopping with %s not durable; their offsets stay uncommitted and the next run "
+                        "reads them again", what)
+            return
+        except ConsumerFailed as exc:
+            if not self.replace_failed:
+                raise
+            self.failed = exc.args[0]
+            committed = False
+        if committed:
+            self.positions.update(inflight.batch.offsets)
+            self._replace_delay_s = self.backoff_initial_s
+        else:
+            self.rewind()
+        self.stage.settled(result, committed)
+        late, self._late = self._late, []
+        for msg in late:  # records a paused consumer still handed out while we waited
+            self.take(msg)
+
+    # --- where the consumer reads -------------------------------------------------------------------
+    def assign_committed(self, topic: str) -> list[int]:
+        """Assign every partition of ``topic`` at its committed offset (the beginning if none):
+        for a stage that owns all partitions itself. Returns the partitions."""
+        parts = partitions_of(self.consumer, topic)
+        committed = self.consumer.committed([TopicPartition(topic, p) for p in parts], timeout=30)
+        self.positions = {
+            (topic, tp.partition): (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed
+        }
+        self.rewind()
+        return parts
+
+    def rewind(self) -> None:
+        """Read again from the last committed positions: an assigned consumer is assigned there
+        again; a subscribed one is left to its group, which hands the records out again."""
+        if self.topics is None:
+            self.consumer.assign([TopicPartition(t, p, off) for (t, p), off in self.positions.items()])
+
+    def replace_consumer(self) -> None:
+        """Close the consumer that failed for good and subscribe a new one, after a backoff.
+
+        The batch in flight is waited for (its effect is done) but not committed; the records read
+        but not flushed are dropped. The new consumer starts at the committed offsets, so all of
+        them are read again (the stage's effect must be repeatable)."""
+        err = self.failed
+        pending = self.batch.records + (self.inflight.batch.records if self.inflight else 0)
+        log.error("the Kafka consumer failed for good (%s); replacing it in %.1f s, and reading the "
+                  "%d %s not committed again", err.str() if err else "?", self._replace_delay_s,
+                  pending, self.stage.noun)
+        self.stage.replaced()
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None:
+            try:
+                inflight.done.result()
+            except Abandoned:
+                pass
+        self.batch, self._late = Batch(), []
+        self.stage.drop()
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the failed consumer: %s", exc)
+        deadline = time.monotonic() + self._replace_delay_s
+        while time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.05)
+        self._replace_delay_s = min(self._replace_delay_s * 2, self.backoff_max_s)
+        self.consumer = self._new_consumer()
+        self.failed = None
+        if self.topics is not None:
+            self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Checkpoint what was read before the partitions go to another member, so it is neither
+        lost (it would be read again anyway) nor processed twice by two members."""
+        if self.batch.offsets or self.inflight is not None:
+            log.info("partitions revoked: checkpointing %d pending %s first",
+                     self.batch.records, self.stage.noun)
+            # inside a consumer callback: wait without polling the consumer again
+            self.checkpoint(poll_while_waiting=False)
+            self.complete(poll_while_waiting=False)
