@@ -64,9 +64,10 @@ class StackEndpoints:
     state_dir: Path
 
     def clickhouse_client(self, **kwargs: object):  # -> clickhouse_driver.Client
-        from clickhouse_driver import Client
+        """A client of the test stack's server, built like every other one (callback.clickhouse_io)."""
+        from callback.clickhouse_io import clickhouse_client
 
-        return Client(host=self.clickhouse_host, port=self.clickhouse_port, **kwargs)
+        return clickhouse_client(host=self.clickhouse_host, port=self.clickhouse_port, **kwargs)
 
 
 @pytest.fixture(scope="session")
