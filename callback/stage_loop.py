@@ -173,14 +173,32 @@ class TransactionCommit:
 
     A call that times out is retried for as long as the transaction may last; an abortable error
     (or a broker silent for longer) aborts it and returns False, and the loop rewinds; a fatal one
-    (fenced: another producer took ``transactional_id``) raises, for the process to exit."""
+    (fenced: another producer took ``transactional_id``) raises, for the process to exit.
 
-    def __init__(self, producer: Producer, transactional_id: str, timeout_s: float, fenced_by: str) -> None:
+    A producer whose abort does not go through within ``ABORT_PATIENCE_S`` is replaced by a new one
+    from ``new_producer`` (when given): after a broker pause librdkafka's transactional producer can
+    stay wedged, every abort timing out though the broker answers again (seen in
+    tests/integration/test_rating_pause.py). The new producer's ``init_transactions`` takes the
+    same transactional id, which aborts the open transaction on the broker and fences the old one.
+    """
+
+    #: how long an abort may keep failing before the producer is taken for wedged and replaced
+    ABORT_PATIENCE_S = 10.0
+
+    def __init__(
+        self,
+        producer: Producer,
+        transactional_id: str,
+        timeout_s: float,
+        fenced_by: str,
+        new_producer: Callable[[], Producer] | None = None,
+    ) -> None:
         self.producer = producer
         self.transactional_id = transactional_id
         self.timeout_s = timeout_s
         #: who may have taken the transactional id, for the log line
         self.fenced_by = fenced_by
+        self.new_producer = new_producer
 
     def commit(self, loop: StageLoop, offsets: Offsets, produce: Callable[[], None], what: str) -> bool:
         try:
@@ -243,9 +261,13 @@ class TransactionCommit:
         """Abort the open transaction, waiting for the broker as long as it takes (unless stopping:
         the next start's ``init_transactions`` aborts it then)."""
         attempt = 0
+        started = time.monotonic()
         while True:
+            if self.new_producer is not None and time.monotonic() - started >= self.ABORT_PATIENCE_S:
+                self._replace_producer(loop)
+                return
             try:
-                self.producer.abort_transaction(self.timeout_s)
+                self.producer.abort_transaction(min(self.timeout_s, self.ABORT_PATIENCE_S))
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -261,6 +283,35 @@ class TransactionCommit:
                     return
                 attempt += 1
                 log.warning("abort_transaction attempt %d: %s; retrying", attempt, err)
+                time.sleep(min(0.5 * attempt, 5.0))
+
+    def _replace_producer(self, loop: StageLoop) -> None:
+        """A new transactional producer with the same id; its ``init_transactions`` aborts what the
+        old one left open. Retried while the broker does not answer (until stopping)."""
+        assert self.new_producer is not None
+        log.warning(
+            "the transactional producer could not abort within %.0f s; replacing it (the new one "
+            "aborts the open transaction of %s)",
+            self.ABORT_PATIENCE_S,
+            self.transactional_id,
+        )
+        try:
+            self.producer.purge(in_queue=True, in_flight=True)  # nothing of the old one is sent
+        except (KafkaException, RuntimeError, AttributeError) as exc:
+            log.debug("purging the old producer: %s", exc)
+        attempt = 0
+        while True:
+            producer = self.new_producer()
+            try:
+                producer.init_transactions(self.timeout_s)
+                self.producer = producer
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or not err.retriable() or loop.stopping:
+                    raise
+                attempt += 1
+                log.warning("init_transactions of the new producer, attempt %d: %s; retrying", attempt, err)
                 time.sleep(min(0.5 * attempt, 5.0))
 
 

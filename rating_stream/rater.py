@@ -100,30 +100,38 @@ class Rater(Stage):
         self.reference = ReferenceFeed(options.reference_topics, options.reference_aliases)
         #: the legs of the batch being read
         self._msgs: list[Message] = []
-        self.producer = Producer(
-            producer_config(
+        self.loop = StageLoop(
+            self,
+            self._new_consumer,
+            TransactionCommit(
+                self._new_producer(),
                 options.transactional_id,
+                options.txn_timeout_s,
+                fenced_by="a newer rater instance, or `callback rerate`",
+                new_producer=self._new_producer,
+            ),
+            consume_max=options.batch_max,
+            consume_timeout_s=options.batch_wait_s,
+            idle_exit_s=options.idle_exit_s,
+        )
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            producer_config(
+                self.opt.transactional_id,
                 **{
-                    "transaction.timeout.ms": int(options.txn_timeout_s * 1000),
+                    "transaction.timeout.ms": int(self.opt.txn_timeout_s * 1000),
                     "linger.ms": 20,
                     "queue.buffering.max.messages": 1_000_000,
                     "batch.size": 1_000_000,
                 },
             )
         )
-        self.loop = StageLoop(
-            self,
-            self._new_consumer,
-            TransactionCommit(
-                self.producer,
-                options.transactional_id,
-                options.txn_timeout_s,
-                fenced_by="a newer rater instance, or `callback rerate`",
-            ),
-            consume_max=options.batch_max,
-            consume_timeout_s=options.batch_wait_s,
-            idle_exit_s=options.idle_exit_s,
-        )
+
+    @property
+    def producer(self) -> Producer:
+        """The transactional producer of the moment (the loop replaces a wedged one)."""
+        return self.loop.committer.producer
 
     def _new_consumer(self) -> Consumer:
         return Consumer(

@@ -4,6 +4,7 @@ effect, a failed commit read again, a consumer that failed for good, revocation,
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from concurrent.futures import Future
@@ -353,3 +354,31 @@ def test_an_aborted_transaction_rewinds_and_being_fenced_raises(caplog):
     with pytest.raises(KafkaException):
         loop.checkpoint()
     assert "fenced" in caplog.text and "abort" not in journal
+
+
+def test_a_producer_that_cannot_abort_is_replaced_and_the_batch_read_again(monkeypatch, caplog):
+    """After a broker pause librdkafka's transactional producer may stay wedged: every abort times
+    out. Past ABORT_PATIENCE_S a new producer with the same id takes over (its init_transactions
+    aborts the open transaction), and the batch is read again from the committed positions."""
+    monkeypatch.setattr(TransactionCommit, "ABORT_PATIENCE_S", 0.3)
+    journal: list = []
+    timeout = _error(KafkaError._TIMED_OUT, retriable=True)
+    wedged = TxnProducer(journal, {"commit_transaction": [_error(KafkaError._MSG_TIMED_OUT, abort=True)],
+                                   "abort": [timeout] * 100})
+    fresh = TxnProducer(journal, {"init_transactions": [timeout]})
+    fresh.init_transactions = lambda *_: fresh._call("init_transactions")
+    made: list = []
+    committer = TransactionCommit(wedged, "tid", 0.2, fenced_by="another one",
+                                  new_producer=lambda: made.append(fresh) or fresh)
+    loop = StageLoop(Recorder(journal), lambda: ScriptedConsumer([], journal), committer)
+    loop.positions = {("t", 0): 0}
+    loop.take(Msg(0, 0))
+    with caplog.at_level(logging.WARNING):
+        loop.checkpoint()
+    assert committer.producer is fresh and len(made) == 2  # the first init timed out: tried again
+    assert "replacing it" in caplog.text
+    assert journal[-3:] == ["init_transactions", ("assign", [(0, 0)]), ("settled", [0], False)]
+    assert loop.positions == {("t", 0): 0}  # nothing committed: the batch is read again
+    loop.take(Msg(0, 0))
+    loop.checkpoint()  # and the new producer commits it
+    assert journal[-2:] == ["commit_transaction", ("settled", [0], True)]
