@@ -84,6 +84,13 @@ class SimulatorThread:
         #: action logs of every incarnation (a restart starts a new simulator)
         self.history: list[Any] = []
 
+    def producer_args(self, pbx: str, *extra: str, via: TcpProxy | None = None) -> list[str]:
+        """``callback producer`` for PBX ``pbx`` logging in to this simulator as its AMI user, or
+        through ``via`` (a proxy in front of it, to cut the connection), then ``extra`` flags."""
+        host, port = (via.host, via.port) if via is not None else (self.host, self.port)
+        return ["producer", "--pbx", pbx, "--host", host, "--port", str(port),
+                "--username", self.username, "--secret", self.secret, *extra]
+
     def actions(self, name: str, **headers: str) -> list[Any]:
         entries = [e for sim in [*self.history, self.sim] for e in sim.action_log.of(name, **headers)]
         return entries
@@ -120,6 +127,7 @@ class TcpProxy:
         self.loops = LoopThread()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server = self.loops.run(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.host = "127.0.0.1"
         self.port = self._server.sockets[0].getsockname()[1]
         self.connections = 0
 

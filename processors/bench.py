@@ -638,22 +638,7 @@ class Rig:
             publish_config(self.config, transactional_id=f"bench-config-{self.tag}")
             self.worker = self.start_worker(profile=opts.profile)
             self.originator = self.start_originator()
-            self.producer = CallbackProcess(
-                [
-                    "producer",
-                    "--pbx",
-                    self.server,
-                    "--host",
-                    self.sim.host,
-                    "--port",
-                    str(self.sim.port),
-                    "--username",
-                    "callback",
-                    "--secret",
-                    "callback",
-                ],
-                tmp / "producer.log",
-            ).start()
+            self.producer = CallbackProcess(self.sim.producer_args(self.server), tmp / "producer.log").start()
             self.originator.wait_for_log("assigned pbx.commands partitions", timeout=90)
             self.producer.wait_for_log("logged in", timeout=90)
             self.wait_worker_ready(self.worker, timeout=300)

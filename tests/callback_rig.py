@@ -74,11 +74,7 @@ class CallbackRig:
                 tmp / "originator.log",
                 env=ami_secret_env(self.server),
             ).start()
-            self.producer = CallbackProcess(
-                ["producer", "--pbx", self.server, "--host", self.sim.host, "--port", str(self.sim.port),
-                 "--username", "callback", "--secret", "callback"],
-                tmp / "producer.log",
-            ).start()
+            self.producer = CallbackProcess(self.sim.producer_args(self.server), tmp / "producer.log").start()
             self.originator.wait_for_log("assigned pbx.commands partitions", timeout=60)
             self.producer.wait_for_log("logged in", timeout=60)
             self.wait_processors_ready()

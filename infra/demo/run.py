@@ -146,7 +146,6 @@ class Pipeline:
         self.logs = logs
         self.proxies = [TcpProxy(sim.host, sim.port), TcpProxy(sim.host, sim.port)]
         self.web_port = free_port()
-        ami = ["--username", "callback", "--secret", "callback"]
         #: the originator reads where the PBX listens from config.servers, its secret from settings
         self.env = ami_secret_env(SERVER)
         self.commands: dict[str, list[str]] = {
@@ -154,26 +153,8 @@ class Pipeline:
             # a group (and journal) of this run's own, starting at the end of pbx.commands: what
             # earlier runs or benchmarks left unexecuted on this stack is not this run's to work off
             "originator": ["originator", "--journal", str(journal), "--group", f"demo-originator-{tag}"],
-            "producer-a": [
-                "producer",
-                "--pbx",
-                SERVER,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.proxies[0].port),
-                *ami,
-            ],
-            "producer-b": [
-                "producer",
-                "--pbx",
-                SERVER,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.proxies[1].port),
-                *ami,
-            ],
+            "producer-a": sim.producer_args(SERVER, via=self.proxies[0]),
+            "producer-b": sim.producer_args(SERVER, via=self.proxies[1]),
             "rating": ["rating"],
             "cdr-sink": ["cdr-sink", "--flush-interval-s", "0.5"],
             "web": ["web", "--port", str(self.web_port), "--user-rate", "60", "--number-rate", "10"],

@@ -60,22 +60,7 @@ class Rig:
         self.tail = KafkaTail(["pbx.events", "dlq.pbx.commands"])
         self.kafka = Producer(producer_config())
         self.producer = CallbackProcess(
-            [
-                "producer",
-                "--pbx",
-                self.server,
-                "--host",
-                self.sim.host,
-                "--port",
-                str(self.sim.port),
-                "--username",
-                "callback",
-                "--secret",
-                "callback",
-                "--dids",
-                "",
-            ],
-            tmp_path / "producer.log",
+            self.sim.producer_args(self.server, "--dids", ""), tmp_path / "producer.log"
         ).start()
         self.producer.wait_for_log("logged in")
         self.originator: CallbackProcess | None = None

@@ -25,26 +25,9 @@ TOPICS = ["pbx.events", "callback.requests", "dlq.pbx.events"]
 
 
 def start_producer(
-    tmp_path: Path, pbx: str, host: str, port: int, dids: str, name: str = "producer"
+    tmp_path: Path, pbx: str, sim: SimulatorThread, dids: str, via: TcpProxy | None = None
 ) -> CallbackProcess:
-    proc = CallbackProcess(
-        [
-            "producer",
-            "--pbx",
-            pbx,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--username",
-            "callback",
-            "--secret",
-            "callback",
-            "--dids",
-            dids,
-        ],
-        tmp_path / f"{name}.log",
-    ).start()
+    proc = CallbackProcess(sim.producer_args(pbx, "--dids", dids, via=via), tmp_path / "producer.log").start()
     proc.wait_for_log("logged in", timeout=30)
     return proc
 
@@ -103,7 +86,7 @@ def test_initiation_answer_ivr_and_hangups_land_on_the_right_topics_and_keys(sta
         }
     )
     sim = SimulatorThread(scenario)
-    producer = start_producer(tmp_path, "pbxA", sim.host, sim.port, did)
+    producer = start_producer(tmp_path, "pbxA", sim, did)
     client = AmiClient(sim.host, sim.port)
     try:
         # 1. the inbound call to the access number becomes an initiation on callback.requests
@@ -199,7 +182,7 @@ def test_reconnect_in_the_middle_of_a_call_loses_nothing(stack, tail, tmp_path):
     )
     sim = SimulatorThread(scenario)
     proxy = TcpProxy(sim.host, sim.port)
-    producer = start_producer(tmp_path, "pbxR", "127.0.0.1", proxy.port, "2349999999999")
+    producer = start_producer(tmp_path, "pbxR", sim, "2349999999999", via=proxy)
     client = AmiClient(sim.host, sim.port)
     try:
         originate(client, number, cb)
@@ -258,7 +241,7 @@ def test_pbx_restart_mid_call_publishes_the_cut_call_and_the_calls_after_it(stac
     cb1, cb2, number = f"cb-r1-{uuid.uuid4().hex[:6]}", f"cb-r2-{uuid.uuid4().hex[:6]}", "37060000888"
     scenario = parse_scenario({"subscribers": {number: {"answer_after": 0.3, "idle_hangup": 30}}})
     sim = SimulatorThread(scenario)
-    producer = start_producer(tmp_path, "pbxS", sim.host, sim.port, "2349999999998")
+    producer = start_producer(tmp_path, "pbxS", sim, "2349999999998")
     try:
         client = AmiClient(sim.host, sim.port)
         originate(client, number, cb1)
@@ -326,7 +309,7 @@ def test_a_malformed_message_is_dead_lettered_and_its_neighbours_published_on_th
     number = "37060000555"
     sim = SimulatorThread(parse_scenario({"subscribers": {number: {"answer_after": 0.3, "idle_hangup": 1}}}))
     proxy = TcpProxy(sim.host, sim.port)  # counts the producer's connections
-    producer = start_producer(tmp_path, "pbxM", "127.0.0.1", proxy.port, "2349999999997")
+    producer = start_producer(tmp_path, "pbxM", sim, "2349999999997", via=proxy)
     try:
         malformed = (
             f"Event: Newchannel\r\nEvent: Hangup\r\nChannel: PJSIP/x-{tag}\r\nUniqueid: 1700000000.{tag}\r\n"
