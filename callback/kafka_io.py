@@ -182,19 +182,24 @@ class ConsumerFailed(KafkaException):
     to be closed, and a new one subscribed, or the process has to end."""
 
 
+def failed_for_good(err: KafkaError) -> bool:
+    """Whether a consumer's error means it cannot go on: librdkafka marks some ``fatal()``, others
+    only by the code ``_FATAL`` (the static member fenced after a broker pause comes as such)."""
+    return err.fatal() or err.code() == KafkaError._FATAL
+
+
 def is_record(msg: Message, where: str) -> bool:
     """Whether ``msg`` is a record to process: the one triage of what a consumer hands out.
 
     False for the end of a partition (``enable.partition.eof``) and for an error the client
     recovers from itself, which is logged (``where`` names the consumer). ``ConsumerFailed`` for an
-    error it does not recover from: librdkafka marks some ``fatal()``, others only by the code
-    ``_FATAL`` (the static member fenced after a broker pause comes as such a record)."""
+    error it does not recover from (``failed_for_good``)."""
     err = msg.error()
     if err is None:
         return True
     if err.code() == KafkaError._PARTITION_EOF:
         return False
-    if err.fatal() or err.code() == KafkaError._FATAL:
+    if failed_for_good(err):
         raise ConsumerFailed(err)
     log.warning("%s: %s", where, err.str())
     return False

@@ -51,7 +51,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from callback.kafka_io import ConsumerFailed, is_record
+from callback.kafka_io import ConsumerFailed, failed_for_good, is_record
 from callback.topic_reader import partitions_of
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class ConsumerCommit:
         except KafkaException as exc:
             err = exc.args[0]
             self.on_failure()
-            if err.fatal() or err.code() == KafkaError._FATAL:
+            if failed_for_good(err):
                 log.warning("commit of offsets %s failed for good (%s); %s, by a new consumer",
                             offsets, err.str(), self.reread)
                 raise ConsumerFailed(err) from exc
@@ -166,6 +166,12 @@ class ConsumerCommit:
                 self.reread,
             )
             return False
+
+
+def _pause_before_retry(what: str, attempt: int, err: KafkaError) -> None:
+    """Log a transactional call that the broker did not answer, and wait longer each attempt."""
+    log.warning("%s attempt %d: %s; retrying", what, attempt, err)
+    time.sleep(min(0.5 * attempt, 5.0))
 
 
 class TransactionCommit:
@@ -254,8 +260,7 @@ class TransactionCommit:
                 ):
                     raise
                 attempt += 1
-                log.warning("%s attempt %d: %s; retrying", what, attempt, err)
-                time.sleep(min(0.5 * attempt, 5.0))
+                _pause_before_retry(what, attempt, err)
 
     def _abort(self, loop: StageLoop) -> None:
         """Abort the open transaction, waiting for the broker as long as it takes (unless stopping:
@@ -282,8 +287,7 @@ class TransactionCommit:
                     log.warning("stopping with a transaction not aborted (%s); the next start aborts it", err)
                     return
                 attempt += 1
-                log.warning("abort_transaction attempt %d: %s; retrying", attempt, err)
-                time.sleep(min(0.5 * attempt, 5.0))
+                _pause_before_retry("abort_transaction", attempt, err)
 
     def _replace_producer(self, loop: StageLoop) -> None:
         """A new transactional producer with the same id; its ``init_transactions`` aborts what the
@@ -311,8 +315,7 @@ class TransactionCommit:
                 if err.fatal() or not err.retriable() or loop.stopping:
                     raise
                 attempt += 1
-                log.warning("init_transactions of the new producer, attempt %d: %s; retrying", attempt, err)
-                time.sleep(min(0.5 * attempt, 5.0))
+                _pause_before_retry("init_transactions of the new producer:", attempt, err)
 
 
 class StageLoop:
