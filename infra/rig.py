@@ -37,6 +37,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def producer_args(
+    pbx: str, host: str, port: int, *extra: str, username: str = "callback", secret: str = "callback"
+) -> list[str]:
+    """``callback producer`` for PBX ``pbx`` logging in at ``host:port`` (the simulator's user by
+    default), then ``extra`` flags."""
+    return ["producer", "--pbx", pbx, "--host", host, "--port", str(port),
+            "--username", username, "--secret", secret, *extra]
+
+
 class LoopThread:
     """An asyncio loop in a daemon thread, for synchronous tests driving async servers."""
 
@@ -88,8 +97,7 @@ class SimulatorThread:
         """``callback producer`` for PBX ``pbx`` logging in to this simulator as its AMI user, or
         through ``via`` (a proxy in front of it, to cut the connection), then ``extra`` flags."""
         host, port = (via.host, via.port) if via is not None else (self.host, self.port)
-        return ["producer", "--pbx", pbx, "--host", host, "--port", str(port),
-                "--username", self.username, "--secret", self.secret, *extra]
+        return producer_args(pbx, host, port, *extra, username=self.username, secret=self.secret)
 
     def actions(self, name: str, **headers: str) -> list[Any]:
         entries = [e for sim in [*self.history, self.sim] for e in sim.action_log.of(name, **headers)]

@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bench import load_average, machine
-from infra.rig import CallbackProcess, ami_secret_env
+from infra.rig import CallbackProcess, ami_secret_env, producer_args
 
 log = logging.getLogger(__name__)
 
@@ -638,7 +638,9 @@ class Rig:
             publish_config(self.config, transactional_id=f"bench-config-{self.tag}")
             self.worker = self.start_worker(profile=opts.profile)
             self.originator = self.start_originator()
-            self.producer = CallbackProcess(self.sim.producer_args(self.server), tmp / "producer.log").start()
+            self.producer = CallbackProcess(
+                producer_args(self.server, self.sim.host, self.sim.port), tmp / "producer.log"
+            ).start()
             self.originator.wait_for_log("assigned pbx.commands partitions", timeout=90)
             self.producer.wait_for_log("logged in", timeout=90)
             self.wait_worker_ready(self.worker, timeout=300)
