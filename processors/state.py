@@ -17,8 +17,6 @@ A frozen pydantic model: the in-memory table holds these objects, so a change is
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import Field
 
 from schemas.callback import TERMINAL_STATES, CallbackId, InitiationOrigin, LegType, Payer, SessionState
@@ -146,7 +144,7 @@ class Session(Record):
     #: IVR redirects sent so far: makes each redirect's command id distinct
     redirects: int = 0
     #: every leg has ended and been published; then only the expiry timer is left
-    closed_at: datetime | None = None
+    closed_at: UtcDatetime | None = None
 
     # --- the one timer ------------------------------------------------------------------------------
     due_at: UtcDatetime | None = None

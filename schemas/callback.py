@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from schemas.envelope import CdrTime, Envelope, PhoneNumber, Record, UtcDatetime
+from schemas.envelope import CdrTime, Envelope, PhoneNumber, Record, UtcDatetime, required_when
 from schemas.reference import AuthMethod, EntityId
 
 CallbackId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -78,6 +78,15 @@ class InitiationOrigin(StrEnum):
 class CallbackInitiation(Envelope):
     """A request for a callback: a call that reached a callback DID, or a web request."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                required_when("origin", "did", ("did", "channel")),
+                required_when("origin", "web", ("callback_number", "user_id")),
+            ]
+        }
+    )
+
     type: Literal["callback.initiation"] = "callback.initiation"
     callback_id: CallbackId
     origin: InitiationOrigin
@@ -134,13 +143,28 @@ class Disposition(StrEnum):
     CONGESTION = "CONGESTION"
 
 
+_ENDED_BEFORE_START = "ended_at is before started_at"
+_ANSWERED_OUTSIDE = "answered_at must lie between started_at and ended_at"
+
+
 class FinishedLeg(Envelope):
     """A leg that has ended, ready to be rated. ``leg_id`` is deterministic, so a replay is recognised.
 
     Every field that ends up in a ``callback.cdr`` column is bounded to what that column stores
     (``infra/migrations/0002_cdr.sql``; ``tests/unit/test_rating_cdr_columns.py`` walks them): a
     leg the CDR table would refuse is refused here, and the rater dead-letters it, instead of the
-    CDR sink meeting it."""
+    CDR sink meeting it.
+
+    The order of the times is a rule JSON Schema cannot state: it is listed in ``x-rules``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"disposition": {"const": "ANSWERED"}}},
+            "then": {"required": ["answered_at"], "properties": {"answered_at": {"type": "string"}}},
+            "else": {"properties": {"answered_at": {"type": "null"}}},
+            "x-rules": [_ENDED_BEFORE_START, _ANSWERED_OUTSIDE],
+        }
+    )
 
     type: Literal["callback.leg"] = "callback.leg"
     leg_id: Annotated[str, Field(min_length=1, max_length=160)]
@@ -166,9 +190,9 @@ class FinishedLeg(Envelope):
     @model_validator(mode="after")
     def _times(self) -> FinishedLeg:
         if self.ended_at < self.started_at:
-            raise ValueError("ended_at is before started_at")
+            raise ValueError(_ENDED_BEFORE_START)
         if self.answered_at is not None and not (self.started_at <= self.answered_at <= self.ended_at):
-            raise ValueError("answered_at must lie between started_at and ended_at")
+            raise ValueError(_ANSWERED_OUTSIDE)
         if (self.disposition is Disposition.ANSWERED) != (self.answered_at is not None):
             raise ValueError("answered_at is set exactly when disposition is ANSWERED")
         return self

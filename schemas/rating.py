@@ -16,15 +16,15 @@ from schemas.callback import (
     SessionState,
     SipCode,
 )
-from schemas.envelope import CDR_SPAN_MAX_MS, CdrTime, Envelope, Money, PhoneNumber
+from schemas.envelope import CDR_SPAN_MAX_MS, CdrTime, Envelope, Money, NonNegativeMoney, PhoneNumber
 from schemas.reference import (
-    CONNECTION_FEE_MAX,
     MAX_BILLED_S,
-    RATE_MAX,
     AuthMethod,
+    ConnectionFee,
     Currency,
     EntityId,
     Prefix,
+    RatePerMinute,
 )
 
 
@@ -63,12 +63,12 @@ class RatedCdr(Envelope):
     payer_id: EntityId
     tariff_id: EntityId
     matched_prefix: Prefix
-    rate_per_minute: Money = Field(ge=0, le=RATE_MAX)
-    connection_fee: Money = Field(ge=0, le=CONNECTION_FEE_MAX)
+    rate_per_minute: RatePerMinute
+    connection_fee: ConnectionFee
     increment_s: int = Field(ge=1, le=3600)
     minimal_time_s: int = Field(ge=0, le=3600)
     grace_time_s: int = Field(ge=0, le=3600)
-    price: Money = Field(ge=0)
+    price: NonNegativeMoney
     currency: Currency
     auth_method: AuthMethod | None = None
     final_state: SessionState | None = None

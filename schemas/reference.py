@@ -11,9 +11,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from schemas.envelope import Money, PhoneNumber, Record
+from schemas.envelope import Money, NonNegativeMoney, PhoneNumber, Record, money, required_when
 from schemas.hangup_causes import BY_Q850
 
 Digits = Annotated[str, Field(pattern=r"^[0-9]{1,32}$")]
@@ -42,9 +42,29 @@ class CallerIdPolicy(StrEnum):
     DEFAULT = "default"
 
 
+#: the settings the ``system`` scope must set (the others inherit them)
+_SYSTEM_REQUIRED = (
+    "active_for_users",
+    "max_retries",
+    "retry_time_s",
+    "wait_time_s",
+    "callback_server_id",
+    "send_device_cid",
+    "send_source_as_cid",
+    "callback_user_id",
+    "callback_device_id",
+    "pin_attempts",
+    "initiation_ring_s",
+)
+
+
 class CallbackSettings(Record):
     """The seed's callback settings. Scope ``system`` must set every field; a ``did:<n>`` or
     ``dialplan:<id>`` scope overrides only the fields it sets (``None`` = inherit)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=required_when("scope", "system", _SYSTEM_REQUIRED, absent_means_it=True)
+    )
 
     scope: Annotated[str, Field(pattern=r"^(system|did:[0-9]{1,20}|dialplan:[A-Za-z0-9_.:-]{1,64})$")] = (
         "system"
@@ -88,20 +108,7 @@ class CallbackSettings(Record):
     @model_validator(mode="after")
     def _system_is_complete(self) -> CallbackSettings:
         if self.scope == "system":
-            required = (
-                "active_for_users",
-                "max_retries",
-                "retry_time_s",
-                "wait_time_s",
-                "callback_server_id",
-                "send_device_cid",
-                "send_source_as_cid",
-                "callback_user_id",
-                "callback_device_id",
-                "pin_attempts",
-                "initiation_ring_s",
-            )
-            missing = [name for name in required if getattr(self, name) is None]
+            missing = [name for name in _SYSTEM_REQUIRED if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"system callback settings must set: {', '.join(missing)}")
         return self
@@ -122,7 +129,9 @@ class User(Record):
     prepaid: bool = True
     #: opening balance; like every amount, within Decimal(18, 8) (schemas.envelope.Money)
     balance: Money = Decimal("0")
-    credit_limit: Money = Field(default=Decimal("0"), ge=0, description="postpaid: how far below 0 it may go")
+    credit_limit: NonNegativeMoney = Field(
+        default=Decimal("0"), description="postpaid: how far below 0 it may go"
+    )
     callback_enabled: bool = True
     blocked: bool = False
     web_username: str | None = None
@@ -162,6 +171,9 @@ MAX_BILLED_S = 7 * 24 * 3600
 #: with room for nine such charges in one balance; far above any real tariff (dollars a minute).
 RATE_MAX = Decimal(100_000)
 CONNECTION_FEE_MAX = Decimal(100_000)
+#: A tariff's rate per minute and connection fee: money from 0 to those maxima
+RatePerMinute = money(signed=False, maximum=RATE_MAX)
+ConnectionFee = money(signed=False, maximum=CONNECTION_FEE_MAX)
 
 
 class Rate(Record):
@@ -171,14 +183,9 @@ class Rate(Record):
     destination: str = ""
     #: at most 8 decimal places: what the CDR store keeps (Decimal(18, 8)) without rounding it; at
     #: most RATE_MAX / CONNECTION_FEE_MAX, so the longest billable leg's price still fits it
-    rate_per_minute: Money = Field(
-        ge=0, le=RATE_MAX, decimal_places=8, description="per minute, 0 to 100000, at most 8 decimal places"
-    )
-    connection_fee: Money = Field(
+    rate_per_minute: RatePerMinute = Field(description="per minute, 0 to 100000, at most 8 decimal places")
+    connection_fee: ConnectionFee = Field(
         default=Decimal("0"),
-        ge=0,
-        le=CONNECTION_FEE_MAX,
-        decimal_places=8,
         description="charged once per billed leg, 0 to 100000, at most 8 decimal places",
     )
     increment_s: Annotated[int, Field(ge=1, le=3600)] = 1
@@ -186,7 +193,14 @@ class Rate(Record):
     grace_time_s: Annotated[int, Field(ge=0, le=3600)] = 0
 
 
+_PREFIX_TWICE = "a prefix appears twice"
+
+
 class Tariff(Record):
+    """A tariff's rates; that no prefix appears twice is a rule JSON Schema cannot state (``x-rules``)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-rules": [_PREFIX_TWICE]})
+
     tariff_id: EntityId
     name: str = ""
     currency: Currency = "USD"
@@ -199,7 +213,7 @@ class Tariff(Record):
         seen: set[str] = set()
         for rate in rates:
             if rate.prefix in seen:
-                raise ValueError(f"prefix {rate.prefix!r} appears twice")
+                raise ValueError(f"{_PREFIX_TWICE}: {rate.prefix!r}")
             seen.add(rate.prefix)
         return rates
 
@@ -208,7 +222,10 @@ class CallbackDialPlan(Record):
     dialplan_id: EntityId
     name: str = ""
     auth_method: AuthMethod
-    hangup_cause: int = Field(description="Q.850 cause the initiation call is dropped with (seed's 15)")
+    hangup_cause: int = Field(
+        description="Q.850 cause the initiation call is dropped with (seed's 15)",
+        json_schema_extra={"enum": sorted(BY_Q850)},
+    )
     settings: CallbackSettings | None = Field(default=None, description="overrides of the system settings")
 
     @field_validator("hangup_cause")
@@ -229,12 +246,22 @@ class Did(Record):
     settings: CallbackSettings | None = None
 
 
+_DROPPED = {
+    "deprecated": True,
+    "description": "accepted from records written before, and dropped: never written",
+}
+
+
 class CallbackServer(Record):
     """A PBX reachable over AMI through which callback calls go (seed: Callback Server).
 
     No AMI secret: ``config.servers`` is read by every process and kept for good, so the secret
     lives in the settings of the processes that log in (``ami.secrets.<server_id>``). An
     ``ami_secret`` in the input (a record published before, an older carrier file) is dropped."""
+
+    model_config = ConfigDict(
+        json_schema_extra=lambda schema: schema["properties"].update(ami_secret=_DROPPED)
+    )
 
     server_id: EntityId
     name: str = ""
