@@ -649,6 +649,33 @@ def test_the_openapi_document_lists_every_error_status_with_the_error_schema():
     assert "Allow" in responses["405"]["headers"] and "Retry-After" in responses["503"]["headers"]
 
 
+def test_real_405_and_413_answers_are_what_the_openapi_document_says():
+    """The bodies and headers aiohttp's own errors come back with, checked against docs/openapi.json
+    (the committed document) with a JSON Schema validator, not against our expectations."""
+    from jsonschema import Draft202012Validator
+
+    document = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+    error_schema = Draft202012Validator(document["components"]["schemas"]["Error"])
+    too_big = post({"callback_number": NUMBER, "destination": "1" * 70_000}, {"X-API-Key": ALICE_KEY})
+    asked = [
+        ("/v1/callbacks", "post", "413", too_big),
+        ("/v1/callbacks", "post", "405", ("GET", "/v1/callbacks", {})),
+        ("/v1/callbacks", "post", "405", ("PUT", "/v1/callbacks", {"json": {}})),
+        ("/healthz", "get", "405", ("POST", "/healthz", {})),
+        ("/openapi.json", "get", "405", ("DELETE", "/openapi.json", {})),
+    ]
+    responses, _ = call([request for *_, request in asked])
+    for (path, method, status, _), resp in zip(asked, responses, strict=True):
+        documented = document["paths"][path][method]["responses"][status]
+        assert str(resp["status"]) == status, (path, resp)
+        assert resp["headers"]["Content-Type"].startswith("application/json")
+        assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        error_schema.validate(resp["json"])
+        assert resp["json"]["error"] in documented["description"], (resp["json"], documented["description"])
+        for header in documented.get("headers", {}):
+            assert resp["headers"][header], (path, header)
+
+
 @pytest.mark.parametrize(
     "number",
     [
