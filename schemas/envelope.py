@@ -1,8 +1,11 @@
-"""The common envelope every message on every topic carries, and the dead-letter record.
+"""The common envelope every stream record carries, the dead-letter record, and the wire shapes of
+money and times.
 
 Every record value is one flat JSON object: the envelope fields (``event_id``, ``type``,
 ``schema_version``, ``time``, ``source``) sit beside the payload fields, so a consumer in any
-language reads one object and ClickHouse can ingest it without unnesting.
+language reads one object and ClickHouse can ingest it without unnesting. Dead letters carry the
+envelope without ``schema_version``; reference records (``config.*``) have none
+(docs/contracts/README.md).
 """
 
 from __future__ import annotations
