@@ -1,7 +1,7 @@
 """The rated CDR, both ways: (leg, quote) -> ``RatedCdr`` for Kafka, and its JSON -> a ClickHouse row.
 
 Pure functions. ``CDR_COLUMNS`` here is the one list of the ``cdr`` table's columns and their order,
-and the single place that must agree with ``infra/migrations/0002_cdr.sql`` (a unit test compares
+and the single place that must agree with the table its migrations build (a unit test compares
 them, an integration test inserts through it into the real table); the sink inserts by it, the
 rating bench's pass-through table and ``callback rerate``'s read take their columns from it.
 """
@@ -53,6 +53,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("payer_id", _LEG),
     ("tariff_id", _RATING),
     ("matched_prefix", _RATING),
+    ("destination", _RATING),
     ("rate_per_minute", _RATING),
     ("connection_fee", _RATING),
     ("increment_s", _RATING),
@@ -97,6 +98,7 @@ def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, s
         payer_id=leg.payer.id,
         tariff_id=q.tariff_id,
         matched_prefix=q.matched_prefix,
+        destination=rate.destination,
         rate_per_minute=rate.rate_per_minute,
         connection_fee=rate.connection_fee,
         increment_s=rate.increment_s,
@@ -129,6 +131,7 @@ def _rate_terms(rate: Rate) -> dict[str, Any]:
         return cached[1]
     terms = {
         "matched_prefix": rate.prefix,
+        "destination": rate.destination,
         "rate_per_minute": format(rate.rate_per_minute, "f"),
         "connection_fee": format(rate.connection_fee, "f"),
         "increment_s": rate.increment_s,
@@ -244,6 +247,7 @@ def cdr_row(d: dict[str, Any]) -> tuple:
         d["payer_id"],
         d["tariff_id"],
         d["matched_prefix"],
+        d.get("destination") or "",  # absent from CDRs rated before it existed
         Decimal(d["rate_per_minute"]),
         Decimal(d["connection_fee"]),
         int(d["increment_s"]),

@@ -80,6 +80,8 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         assert f"{key}" in done.stdout and "charge 0.06" in done.stdout
 
         assert wait_until(lambda: [p for (p,) in ch.execute(prices)] == [D("0.10")] * 3, 60), sink.tail()
+        names = f"SELECT DISTINCT destination FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'"
+        assert ch.execute(names) == [("Spain",)]  # the re-rated versions keep the destination name
         history = ch.execute(
             f"SELECT leg_id, version, price FROM callback.cdr_versions FINAL "
             f"WHERE leg_id LIKE '{run}-%' ORDER BY leg_id, version"
