@@ -1,7 +1,7 @@
 """The rated CDR, both ways: (leg, quote) -> ``RatedCdr`` for Kafka, and its JSON -> a ClickHouse row.
 
 Pure functions. ``CDR_COLUMNS`` here is the one list of the ``cdr`` table's columns and their order,
-and the single place that must agree with ``infra/migrations/0002_cdr.sql`` (a unit test compares
+and the single place that must agree with the table its migrations build (a unit test compares
 them, an integration test inserts through it into the real table); the sink inserts by it, the
 rating bench's pass-through table and ``callback rerate``'s read take their columns from it.
 """
@@ -52,6 +52,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("payer_id", _LEG),
     ("tariff_id", _RATING),
     ("matched_prefix", _RATING),
+    ("destination", _RATING),
     ("rate_per_minute", _RATING),
     ("connection_fee", _RATING),
     ("increment_s", _RATING),
@@ -96,6 +97,7 @@ def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, s
         payer_id=leg.payer.id,
         tariff_id=q.tariff_id,
         matched_prefix=q.matched_prefix,
+        destination=rate.destination,
         rate_per_minute=rate.rate_per_minute,
         connection_fee=rate.connection_fee,
         increment_s=rate.increment_s,
@@ -119,17 +121,18 @@ def cdr_event_id(leg_id: str, version: int) -> str:
 #: Rate -> its CDR fields, formatted once. Rates are immutable and few (thousands at most), while a
 #: rate prices millions of legs; keyed by identity with the rate kept alive beside its terms, so an
 #: id is never reused for another rate while its entry exists.
-_RATE_TERMS: dict[int, tuple[Rate, tuple[str, str, str, int, int, int]]] = {}
+_RATE_TERMS: dict[int, tuple[Rate, tuple[str, str, str, str, int, int, int]]] = {}
 
 
-def _rate_terms(rate: Rate) -> tuple[str, str, str, int, int, int]:
-    """The CDR's last fields, in ``CdrWire`` order: matched prefix, rate, fee, increment, minimal
-    time and grace time."""
+def _rate_terms(rate: Rate) -> tuple[str, str, str, str, int, int, int]:
+    """The CDR's last fields, in ``CdrWire`` order: matched prefix, destination, rate, fee,
+    increment, minimal time and grace time."""
     cached = _RATE_TERMS.get(id(rate))
     if cached is not None and cached[0] is rate:
         return cached[1]
     terms = (
         rate.prefix,
+        rate.destination,
         format(rate.rate_per_minute, "f"),
         format(rate.connection_fee, "f"),
         rate.increment_s,
@@ -249,6 +252,7 @@ def cdr_row(d: dict[str, Any]) -> tuple:
         d["payer_id"],
         d["tariff_id"],
         d["matched_prefix"],
+        d.get("destination") or "",  # absent from CDRs rated before it existed
         Decimal(d["rate_per_minute"]),
         Decimal(d["connection_fee"]),
         int(d["increment_s"]),

@@ -244,6 +244,7 @@ class CdrWire(msgspec.Struct):
     final_state: SessionState | None
     rated_at: datetime
     matched_prefix: str
+    destination: str
     rate_per_minute: str
     connection_fee: str
     increment_s: int

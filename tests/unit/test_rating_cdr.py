@@ -86,6 +86,18 @@ def test_leg_columns_are_the_legs_part_of_the_cdr_row(ref):
         assert raw == {column: rated[column] for column in LEG_COLUMNS}
 
 
+def test_row_of_a_cdr_rated_before_destinations_has_an_empty_one(ref):
+    """CDRs on ``cdr.rated`` from before the rater wrote ``destination`` still load (as '')."""
+    leg = next(leg for leg in _legs() if leg.leg == "b")
+    batch = RatingBatch(ref, Ledger(), RecentLegs(60), source="r", rated_at=datetime.now(UTC))
+    batch.add(0, leg.model_dump_json().encode())
+    [(_key, value)] = batch.finish().cdrs
+    record = orjson.loads(value)
+    assert dict(zip(CDR_COLUMNS, cdr_row(record), strict=True))["destination"] != ""
+    del record["destination"]
+    assert dict(zip(CDR_COLUMNS, cdr_row(record), strict=True))["destination"] == ""
+
+
 def test_unanswered_row_has_null_answer_time(ref):
     leg = next(leg for leg in _legs() if leg.answered_at is None)
     batch = RatingBatch(ref, Ledger(), RecentLegs(60), source="r", rated_at=datetime.now(UTC))
