@@ -33,7 +33,8 @@ def load_cmd(
     file: Path = typer.Argument(..., help="carrier configuration YAML"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate only, publish nothing"),
 ) -> None:
-    """Validate a carrier configuration and publish it to the compacted config.* topics."""
+    """Validate a carrier configuration and publish it to the compacted config.* topics (the users'
+    web logins to auth.web_credentials, never to config.users)."""
     try:
         config = load_carrier_config(file)
     except ConfigError as exc:

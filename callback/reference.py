@@ -16,6 +16,9 @@ share a number, guessing would charge or authenticate the wrong subscriber, so t
 answer None for that number (and say so in the log); ``schemas.carrier_config`` refuses such a
 file up front, but records published by other tools can still collide.
 
+The web API also folds ``auth.web_credentials`` here (``web_credentials``, by user id); no other
+process reads that topic, so for them the table stays empty (docs/architecture.md, "Credentials").
+
 Not thread-safe: one thread applies records; readers in other threads take what they need from a
 callback run on that thread (see ``callback.reference_feed.ReferenceFollower``).
 """
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from rating_stream.engine import CompiledTariff
 from schemas.carrier_config import CarrierConfig
+from schemas.credentials import WebCredentials
 from schemas.rating import BalanceUpdate
 from schemas.reference import (
     CallbackDialPlan,
@@ -43,6 +47,7 @@ from schemas.reference import (
 )
 from schemas.topics import (
     ACCOUNTS_BALANCES,
+    AUTH_WEB_CREDENTIALS,
     CONFIG_CARDS,
     CONFIG_DEVICES,
     CONFIG_DIALPLANS,
@@ -74,6 +79,7 @@ _TOPICS: dict[str, tuple[type[BaseModel], Callable[[Any], str]]] = {
     CONFIG_DIALPLANS.name: (CallbackDialPlan, lambda p: p.dialplan_id),
     CONFIG_SERVERS.name: (CallbackServer, lambda s: s.server_id),
     ACCOUNTS_BALANCES.name: (BalanceUpdate, balance_key),
+    AUTH_WEB_CREDENTIALS.name: (WebCredentials, lambda c: c.user_id),
 }
 
 #: every topic ``ReferenceData.apply`` folds; records of any other topic are ignored
@@ -163,6 +169,8 @@ class ReferenceData:
         self.servers: dict[str, CallbackServer] = {}
         #: latest ``accounts.balances`` record per payer key '<kind>:<id>'
         self.balances: dict[str, BalanceUpdate] = {}
+        #: web logins by user id (``auth.web_credentials``: only the web API reads it)
+        self.web_credentials: dict[str, WebCredentials] = {}
         #: records that were not valid reference data (logged, skipped: never fatal)
         self.rejected = 0
         #: bumped by every record that changed the view, so callers can cache what they derive
@@ -183,6 +191,7 @@ class ReferenceData:
             CONFIG_DIALPLANS.name: (self.dialplans, ()),
             CONFIG_SERVERS.name: (self.servers, ()),
             ACCOUNTS_BALANCES.name: (self.balances, ()),
+            AUTH_WEB_CREDENTIALS.name: (self.web_credentials, ()),
         }
 
     @classmethod

@@ -75,8 +75,13 @@ class ReferenceFeed:
     def poll(self, timeout_s: float = 0.0) -> int:
         """Apply whatever records arrived since the last call (waiting at most ``timeout_s`` for
         the first one; by default not at all); returns how many were applied."""
+        # consume() waits out its whole timeout unless the batch fills, which held every update
+        # back by up to timeout_s: wait for one record only, then take what else is already there
+        batch = self._consumer.consume(num_messages=1, timeout=timeout_s)
+        if batch:
+            batch += self._consumer.consume(num_messages=1000, timeout=0)
         applied = 0
-        for msg in self._consumer.consume(num_messages=1000, timeout=timeout_s):
+        for msg in batch:
             if not is_record(msg, "reference feed"):
                 continue
             self._on_message(msg)

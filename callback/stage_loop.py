@@ -6,7 +6,8 @@ checkpoint (docs/architecture.md, "Nothing lost"):
 
 1. **consume** and triage (``kafka_io.is_record``), remembering per partition the offset to commit
    (the one after the last record taken);
-2. when the stage says the batch is due, **flush** it: the stage starts its effect (an insert on a
+2. when the stage says the batch is due (by default after every read, which returns what is ready
+   and waits only for a first record), **flush** it: the stage starts its effect (an insert on a
    worker thread, or rating it at once) and hands back a ``Future``; the next batch is read while
    it runs, and at most one batch is in flight;
 3. once the effect is done, **produce** what goes with it (the stage's dead letters, or its
@@ -79,6 +80,8 @@ class Batch:
     offsets: Offsets = field(default_factory=dict)
     records: int = 0
     first_at: float | None = None
+    #: the last read returned fewer records than asked for: nothing more is waiting
+    input_dry: bool = False
 
 
 @dataclass
@@ -380,7 +383,7 @@ class StageLoop:
                 if self.failed is not None:
                     self.replace_consumer()
                     continue
-                msgs = self.consumer.consume(num_messages=self.consume_max, timeout=self.consume_timeout_s)
+                msgs = self.read()
                 self.stage.tick()
                 if sum(self.take(msg) for msg in msgs):
                     idle_since = time.monotonic()
@@ -403,6 +406,20 @@ class StageLoop:
             self.stage.close()
             self.consumer.close()
         return 0
+
+    def read(self) -> list[Message]:
+        """The records ready now, up to ``consume_max``, waiting up to ``consume_timeout_s`` only for
+        the first: a batch closes when the input runs dry, not after a fixed wait (librdkafka's
+        batch consume waits its whole timeout unless the batch fills). ``batch.input_dry`` says
+        whether the input ran dry (fewer records than asked for)."""
+        consume, most = self.consumer.consume, self.consume_max
+        msgs = consume(num_messages=most, timeout=0)
+        if not msgs:
+            msgs = consume(num_messages=1, timeout=self.consume_timeout_s)
+            if msgs and most > 1:
+                msgs += consume(num_messages=most - 1, timeout=0)
+        self.batch.input_dry = len(msgs) < most
+        return msgs
 
     def take(self, msg: Message) -> bool:
         """Triage ``msg`` and, if it is a record, hand it to the stage; whether it was one."""

@@ -1,13 +1,16 @@
 """Credentials of the web callback API: web password (pbkdf2_sha256) or API key (sha256).
 
-Stored forms come from ``config.users`` (``schemas.reference.User``): ``web_password_hash`` is
+Stored forms come from ``auth.web_credentials`` (``schemas.credentials.WebCredentials``, kept off
+``config.users`` so that only this API reads them): ``web_password_hash`` is
 ``pbkdf2_sha256$<iterations>$<salt>$<hex digest>`` (the salt is used as text, Django-style) and
 ``api_key_sha256`` is the hex SHA-256 of the key. Comparisons use ``hmac.compare_digest``; an unknown
 user still costs one pbkdf2 run, so response time does not tell which usernames exist.
 
-The directory is a copy of the users in the shared reference view (``callback.reference``), taken
-whenever that view changed: the view belongs to the thread that follows Kafka, the directory is
-what request handlers read, and a whole-copy swap is what makes a deleted user disappear too.
+The directory is a copy of the users in the shared reference view (``callback.reference``), each
+joined with its credentials by user id, taken whenever that view changed: the view belongs to the
+thread that follows Kafka, the directory is what request handlers read, and a whole-copy swap is
+what makes a deleted user disappear too. A user can log in only while both records exist: a
+tombstone on ``config.users`` or on ``auth.web_credentials`` locks them out.
 
 pbkdf2 is slow on purpose (200k rounds, about 0.1 s of CPU), so it must not run on the web API's
 event loop: there, forty wrong passwords in parallel stall every other request, the health check
@@ -28,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
+from schemas.credentials import PBKDF2_MAX_ITERATIONS, WebCredentials
 from schemas.reference import User
 
 if TYPE_CHECKING:
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
 
 #: a hash computed for unknown usernames so they take as long as known ones
 _DUMMY_HASH = "pbkdf2_sha256$200000$dummy-salt$" + "0" * 64
-_MAX_ITERATIONS = 2_000_000
 
 T = TypeVar("T")
 
@@ -52,7 +55,7 @@ def verify_password(password: str, stored: str) -> bool:
         iterations = int(iterations_text)
     except ValueError:
         return False
-    if algorithm != "pbkdf2_sha256" or not 1 <= iterations <= _MAX_ITERATIONS:
+    if algorithm != "pbkdf2_sha256" or not 1 <= iterations <= PBKDF2_MAX_ITERATIONS:
         return False
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations).hex()
     return hmac.compare_digest(digest, expected.lower())
@@ -63,59 +66,56 @@ def api_key_digest(api_key: str) -> str:
 
 
 class UserDirectory:
-    """The users that may call the API, indexed by web username and API-key digest. Thread-safe
-    replacement: the web process swaps users in as ``config.users`` changes."""
+    """The users that may call the API, indexed by web username and API-key digest, each with its
+    credentials. Thread-safe replacement: the web process swaps users in as ``config.users`` and
+    ``auth.web_credentials`` change."""
 
-    def __init__(self, users: Iterable[User] = ()) -> None:
+    def __init__(self, users: Iterable[User] = (), credentials: Iterable[WebCredentials] = ()) -> None:
         self._lock = threading.Lock()
-        self._by_username: dict[str, User] = {}
-        self._by_key: dict[str, User] = {}
+        self._by_username: dict[str, tuple[User, WebCredentials]] = {}
+        self._by_key: dict[str, tuple[User, WebCredentials]] = {}
         #: the view and its ``version`` as of the last ``sync``
         self._synced: tuple[ReferenceData, int] | None = None
-        self.replace(users)
+        self.replace(users, credentials)
 
-    def replace(self, users: Iterable[User]) -> None:
+    def replace(self, users: Iterable[User], credentials: Iterable[WebCredentials]) -> None:
+        """Hold exactly the ``users`` that have ``credentials`` (joined by user id)."""
+        logins = {c.user_id: c for c in credentials}
         by_username, by_key = {}, {}
         for user in users:
-            if user.web_username:
-                by_username[user.web_username] = user
-            if user.api_key_sha256:
-                by_key[user.api_key_sha256] = user
+            login = logins.get(user.user_id)
+            if login is None:
+                continue
+            if login.web_username:
+                by_username[login.web_username] = (user, login)
+            if login.api_key_sha256:
+                by_key[login.api_key_sha256] = (user, login)
         with self._lock:
             self._by_username, self._by_key = by_username, by_key
 
     def sync(self, data: ReferenceData) -> bool:
-        """Make the directory hold exactly ``data.users`` (deleted users included: they go), if the
-        view changed since the last call; True when it did. Call it on the thread that changes
-        ``data``."""
+        """Make the directory hold exactly ``data.users`` with ``data.web_credentials`` (deleted
+        ones included: they go), if the view changed since the last call; True when it did. Call it
+        on the thread that changes ``data``."""
         if self._synced is not None and self._synced[0] is data and self._synced[1] == data.version:
             return False
-        self.replace(data.users.values())
+        self.replace(data.users.values(), data.web_credentials.values())
         self._synced = (data, data.version)
         return True
 
-    def upsert(self, user: User) -> None:
-        with self._lock:
-            self._by_username = {k: v for k, v in self._by_username.items() if v.user_id != user.user_id}
-            self._by_key = {k: v for k, v in self._by_key.items() if v.user_id != user.user_id}
-            if user.web_username:
-                self._by_username[user.web_username] = user
-            if user.api_key_sha256:
-                self._by_key[user.api_key_sha256] = user
-
     def __len__(self) -> int:
-        return len({u.user_id for u in (*self._by_username.values(), *self._by_key.values())})
+        return len({u.user_id for u, _ in (*self._by_username.values(), *self._by_key.values())})
 
     def by_password(self, username: str, password: str) -> User | None:
-        user = self._by_username.get(username)
-        stored = user.web_password_hash if user is not None and user.web_password_hash else _DUMMY_HASH
+        user, login = self._by_username.get(username, (None, None))
+        stored = login.web_password_hash if login is not None and login.web_password_hash else _DUMMY_HASH
         ok = verify_password(password, stored)
         return user if ok and user is not None else None
 
     def by_api_key(self, api_key: str) -> User | None:
         digest = api_key_digest(api_key)
-        user = self._by_key.get(digest)
-        if user is None or not user.api_key_sha256 or not hmac.compare_digest(digest, user.api_key_sha256):
+        user, login = self._by_key.get(digest, (None, None))
+        if login is None or not login.api_key_sha256 or not hmac.compare_digest(digest, login.api_key_sha256):
             return None
         return user
 

@@ -24,8 +24,9 @@ retry arriving after this process forgot the key (restart, age, size bound) keep
 processors drop an initiation whose id they already know.
 
 Who may call comes from the same reference view as everywhere else (``callback.reference``):
-built from the carrier file with ``--config``, or else read from ``config.users`` and followed in
-a background thread, so a user added, changed or deleted (tombstone) there is honoured without a
+built from the carrier file with ``--config``, or else read from ``config.users`` and
+``auth.web_credentials`` (the logins, a topic only this API reads) and followed in a background
+thread, so a user or login added, changed or deleted (tombstone) there is honoured without a
 restart.
 """
 
@@ -542,17 +543,18 @@ class WebOptions:
 def run_web(options: WebOptions) -> int:
     from producers.kafka_out import KafkaPublisher
     from producers.reference_data import load_config
-    from schemas.topics import CONFIG_USERS
+    from schemas.topics import AUTH_WEB_CREDENTIALS, CONFIG_USERS
 
     directory = UserDirectory()
     follower = None
     if options.config_file is not None:
         directory.sync(ReferenceData.from_carrier_config(load_config(options.config_file)))
     else:
-        # users are all the API needs: the other config topics would only cost start-up time
-        follower = follow_users(directory, ReferenceFeed((CONFIG_USERS.name,), purpose="web-users"))
+        # users and their logins are all the API needs: other config topics would only cost time
+        topics = (CONFIG_USERS.name, AUTH_WEB_CREDENTIALS.name)
+        follower = follow_users(directory, ReferenceFeed(topics, purpose="web-users"))
         if not follower.start():
-            log.warning("config.users not read to its end yet; serving with %d users", len(directory))
+            log.warning("%s not read to the end yet; serving with %d users", "/".join(topics), len(directory))
     log.info("web callback API starting with %d users", len(directory))
     publisher = KafkaPublisher("callback-web")
     limits = RateLimits.per_minute(

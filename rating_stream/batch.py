@@ -28,7 +28,8 @@ from callback.reference import ReferenceData
 from rating_stream.cdr import cdr_json
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import Ledger, LedgerBatch, PayerTerms, payer_terms
-from schemas.callback import FinishedLeg, Payer
+from rating_stream.wire import LegWire, PayerWire, decode_leg
+from schemas.callback import ms_between
 from schemas.envelope import invalid_record
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class RatingBatch:
         if not value:
             return Rejected("malformed_json", "empty record value")
         try:
-            leg = FinishedLeg.model_validate_json(value)
+            leg = decode_leg(value)
         except ValidationError as exc:
             return _validation_reject(exc)
         leg_id = leg.leg_id
@@ -196,16 +197,19 @@ class RatingBatch:
         by_leg[leg.leg] = by_leg.get(leg.leg, 0) + 1
         return None
 
-    def _price(self, leg: FinishedLeg, payer: Payer, payer_key: str) -> tuple[PayerTerms, Quote]:
+    def _price(self, leg: LegWire, payer: PayerWire, payer_key: str) -> tuple[PayerTerms, Quote]:
         terms = self._terms.get(payer_key)
         if terms is None:
             terms = self._terms[payer_key] = payer_terms(payer, self._ref)
+        answered = leg.answered_at
+        billsec_ms = 0 if answered is None else ms_between(answered, leg.ended_at)
         try:
-            return terms, quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
+            return terms, quote(terms.tariff, leg.dst, billsec_ms, answered is not None)
         except (ArithmeticError, ValueError) as exc:  # quote's own checks raise RatingError; not this
-            log.exception("leg %s: pricing on tariff %r failed", leg.leg_id, terms.tariff.tariff_id)
+            leg_id = leg.leg_id
+            log.exception("leg %s: pricing on tariff %r failed", leg_id, terms.tariff.tariff_id)
             raise RatingError(
-                "unpriceable", f"tariff {terms.tariff.tariff_id!r} cannot price leg {leg.leg_id}: {exc!r}"
+                "unpriceable", f"tariff {terms.tariff.tariff_id!r} cannot price leg {leg_id}: {exc!r}"
             ) from None
 
     def finish(self) -> BatchResult:

@@ -1,7 +1,7 @@
 """The rated CDR, both ways: (leg, quote) -> ``RatedCdr`` for Kafka, and its JSON -> a ClickHouse row.
 
 Pure functions. ``CDR_COLUMNS`` here is the one list of the ``cdr`` table's columns and their order,
-and the single place that must agree with ``infra/migrations/0002_cdr.sql`` (a unit test compares
+and the single place that must agree with the table its migrations build (a unit test compares
 them, an integration test inserts through it into the real table); the sink inserts by it, the
 rating bench's pass-through table and ``callback rerate``'s read take their columns from it.
 """
@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from rating_stream.engine import Quote
+from rating_stream.wire import CdrWire, LegWire, encode_cdr
 from schemas.callback import FinishedLeg, ms_between
 from schemas.envelope import SCHEMA_VERSION
 from schemas.rating import RatedCdr
@@ -53,6 +52,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("payer_id", _LEG),
     ("tariff_id", _RATING),
     ("matched_prefix", _RATING),
+    ("destination", _RATING),
     ("rate_per_minute", _RATING),
     ("connection_fee", _RATING),
     ("increment_s", _RATING),
@@ -97,6 +97,7 @@ def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, s
         payer_id=leg.payer.id,
         tariff_id=q.tariff_id,
         matched_prefix=q.matched_prefix,
+        destination=rate.destination,
         rate_per_minute=rate.rate_per_minute,
         connection_fee=rate.connection_fee,
         increment_s=rate.increment_s,
@@ -120,70 +121,77 @@ def cdr_event_id(leg_id: str, version: int) -> str:
 #: Rate -> its CDR fields, formatted once. Rates are immutable and few (thousands at most), while a
 #: rate prices millions of legs; keyed by identity with the rate kept alive beside its terms, so an
 #: id is never reused for another rate while its entry exists.
-_RATE_TERMS: dict[int, tuple[Rate, dict[str, Any]]] = {}
+_RATE_TERMS: dict[int, tuple[Rate, tuple[str, str, str, str, int, int, int]]] = {}
 
 
-def _rate_terms(rate: Rate) -> dict[str, Any]:
+def _rate_terms(rate: Rate) -> tuple[str, str, str, str, int, int, int]:
+    """The CDR's last fields, in ``CdrWire`` order: matched prefix, destination, rate, fee,
+    increment, minimal time and grace time."""
     cached = _RATE_TERMS.get(id(rate))
     if cached is not None and cached[0] is rate:
         return cached[1]
-    terms = {
-        "matched_prefix": rate.prefix,
-        "rate_per_minute": format(rate.rate_per_minute, "f"),
-        "connection_fee": format(rate.connection_fee, "f"),
-        "increment_s": rate.increment_s,
-        "minimal_time_s": rate.minimal_time_s,
-        "grace_time_s": rate.grace_time_s,
-    }
+    terms = (
+        rate.prefix,
+        rate.destination,
+        format(rate.rate_per_minute, "f"),
+        format(rate.connection_fee, "f"),
+        rate.increment_s,
+        rate.minimal_time_s,
+        rate.grace_time_s,
+    )
     if len(_RATE_TERMS) > 100_000:  # tariffs were replaced many times over: start afresh
         _RATE_TERMS.clear()
     _RATE_TERMS[id(rate)] = (rate, terms)
     return terms
 
 
-def cdr_json(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, source: str) -> bytes:
+def cdr_json(leg: LegWire, q: Quote, *, version: int, rated_at: datetime, source: str) -> bytes:
     """The same record as ``rated_cdr(...).model_dump_json()``, built without pydantic.
 
     The rater's hot path: validating and serialising a 37-field model per leg costs more than
-    rating it. A unit test holds this to the contract: its output validates as ``RatedCdr`` and
-    equals ``rated_cdr`` field by field.
+    rating it, so the fields go positionally into ``CdrWire`` and msgspec writes them. Unit tests
+    hold this to the contract (its output validates as ``RatedCdr`` and equals ``rated_cdr`` field
+    by field) and to what the rater wrote before (``tests/unit/test_rating_golden.py``).
     """
-    started_at, answered_at, ended_at = leg.started_at, leg.answered_at, leg.ended_at
-    record = {
-        "event_id": cdr_event_id(leg.leg_id, version),
-        "schema_version": SCHEMA_VERSION,
-        "time": rated_at,
-        "source": source,
-        "type": "cdr.rated",
-        "leg_id": leg.leg_id,
-        "callback_id": leg.callback_id,
-        "leg": leg.leg,
-        "attempt": leg.attempt,
-        "version": version,
-        "pbx_id": leg.pbx_id,
-        "did": leg.did,
-        "src": leg.src,
-        "dst": leg.dst,
-        "started_at": started_at,
-        "answered_at": answered_at,
-        "ended_at": ended_at,
-        "duration_ms": ms_between(started_at, ended_at),
-        "billsec_ms": 0 if answered_at is None else ms_between(answered_at, ended_at),
-        "billed_s": q.billed_s,
-        "disposition": leg.disposition,
-        "q850_cause": leg.q850_cause,
-        "sip_code": leg.sip_code,
-        "payer_kind": leg.payer.kind,
-        "payer_id": leg.payer.id,
-        "tariff_id": q.tariff_id,
-        "price": format(q.price, "f"),
-        "currency": q.currency,
-        "auth_method": leg.auth_method,
-        "final_state": leg.final_state,
-        "rated_at": rated_at,
-    }
-    record.update(_rate_terms(q.rate))
-    return orjson.dumps(record, option=orjson.OPT_UTC_Z)
+    w = leg
+    started, answered, ended = leg.started_at, leg.answered_at, leg.ended_at
+    payer = w.payer
+    return encode_cdr(
+        CdrWire(
+            cdr_event_id(w.leg_id, version),
+            SCHEMA_VERSION,
+            rated_at,
+            source,
+            "cdr.rated",
+            w.leg_id,
+            w.callback_id,
+            w.leg,
+            w.attempt,
+            version,
+            w.pbx_id,
+            w.did,
+            w.src,
+            w.dst,
+            started,
+            answered,
+            ended,
+            ms_between(started, ended),
+            0 if answered is None else ms_between(answered, ended),
+            q.billed_s,
+            w.disposition,
+            w.q850_cause,
+            w.sip_code,
+            payer.kind,
+            payer.id,
+            q.tariff_id,
+            format(q.price, "f"),
+            q.currency,
+            w.auth_method,
+            w.final_state,
+            rated_at,
+            *_rate_terms(q.rate),
+        )
+    )
 
 
 def _time(text: str) -> datetime:
@@ -244,6 +252,7 @@ def cdr_row(d: dict[str, Any]) -> tuple:
         d["payer_id"],
         d["tariff_id"],
         d["matched_prefix"],
+        d.get("destination") or "",  # absent from CDRs rated before it existed
         Decimal(d["rate_per_minute"]),
         Decimal(d["connection_fee"]),
         int(d["increment_s"]),

@@ -83,6 +83,11 @@ def cdr_sink_cmd(
     ),
     batch_max: int = typer.Option(20_000, help="rows per ClickHouse insert at most"),
     flush_interval_s: float = typer.Option(1.0, help="insert at least this often when rows are pending"),
+    min_flush_interval_s: float = typer.Option(
+        0.1,
+        help="when nothing more is waiting on Kafka, insert what is pending, but not sooner than this "
+        "after the previous insert (a trickle of CDRs must not become an insert per row)",
+    ),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus /metrics on 127.0.0.1:PORT"),
     topic: str = typer.Option("cdr.rated", hidden=True),
     table: str = typer.Option("callback.cdr", hidden=True),
@@ -101,6 +106,7 @@ def cdr_sink_cmd(
         table=table,
         batch_max=batch_max,
         flush_interval_s=flush_interval_s,
+        min_flush_interval_s=min_flush_interval_s,
         idle_exit_s=idle_exit_s,
     )
     sys.exit(run_sink(opts))

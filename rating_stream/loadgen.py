@@ -112,9 +112,15 @@ def payers(run: str, n_users: int, n_cards: int) -> list[Payer]:
     ]
 
 
-def reference_records(run: str, n_users: int = 20, n_cards: int = 10) -> list[tuple[str, bytes, bytes]]:
-    """(catalogue topic, key, value) of this run's tariffs, users and cards."""
-    out = [(CONFIG_TARIFFS.name, t.tariff_id.encode(), t.model_dump_json().encode()) for t in tariffs(run)]
+def reference_records(
+    run: str, n_users: int = 20, n_cards: int = 10, tariff_list: list[Tariff] | None = None
+) -> list[tuple[str, bytes, bytes]]:
+    """(catalogue topic, key, value) of this run's tariffs (``tariff_list`` in their place, e.g. the
+    same tariffs with other destination names), users and cards."""
+    out = [
+        (CONFIG_TARIFFS.name, t.tariff_id.encode(), t.model_dump_json().encode())
+        for t in (tariffs(run) if tariff_list is None else tariff_list)
+    ]
     out += [
         (CONFIG_USERS.name, u.user_id.encode(), u.model_dump_json().encode()) for u in users(run, n_users)
     ]
@@ -128,13 +134,14 @@ def publish_reference(
     n_cards: int = 10,
     timeout_s: float = 30.0,
     topics: dict[str, str] | None = None,
+    tariff_list: list[Tariff] | None = None,
 ) -> None:
     """Put this run's tariffs, users and cards on the compacted config topics (one transaction);
     ``topics`` maps catalogue names to the topics to write instead (a benchmark's copies)."""
     producer = Producer(producer_config(f"callback-loadgen-{run}"))
     producer.init_transactions(timeout_s)
     producer.begin_transaction()
-    for topic, key, value in reference_records(run, n_users, n_cards):
+    for topic, key, value in reference_records(run, n_users, n_cards, tariff_list):
         producer.produce((topics or {}).get(topic, topic), value, key)
     producer.commit_transaction(timeout_s)
 

@@ -19,9 +19,10 @@ instead of both charging every leg. Scaling out would need legs re-keyed by paye
 
 The loop is ``callback/stage_loop.py``'s, shared with the CDR sink: it consumes (assigned
 partitions, from the committed offsets), hands each consume call's legs to the rater as one batch
-(``flush``: rate it in memory, debits staged), and commits with ``TransactionCommit``: the rater's
-``produce`` (CDRs, balances, dead letters) and the offsets in one transaction, after which
-``settled`` merges the staged debits into memory.
+(``flush``: rate it in memory, debits staged; a read returns what is waiting, so a batch
+closes when the input runs dry and a quiet stream's legs are charged at once), and commits with
+``TransactionCommit``: the rater's ``produce`` (CDRs, balances, dead letters) and the offsets in
+one transaction, after which ``settled`` merges the staged debits into memory.
 
 A broker that stops answering (a pause, a restart, a network cut) is waited for, never a reason to
 exit: a transactional call that times out is retried (librdkafka allows it), an abortable error
@@ -70,7 +71,9 @@ class RaterOptions:
     reference_topics: tuple[str, ...] = REFERENCE_TOPICS
     #: actual topic -> catalogue topic, when reference data is read from copies (benchmark)
     reference_aliases: dict[str, str] = field(default_factory=dict)
+    #: a batch (one transaction) is what is waiting on Kafka when the rater reads, up to this many
     batch_max: int = 20_000
+    #: how long a read waits for a first leg when none is waiting; never for more legs after it
     batch_wait_s: float = 0.5
     dedupe_window_s: float = 6 * 3600.0
     txn_timeout_s: float = 60.0

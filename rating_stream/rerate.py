@@ -1,9 +1,10 @@
 """``callback rerate``: re-price stored legs after a tariff change, through the normal path.
 
 The current version of each leg is read from ClickHouse (``cdr FINAL``), priced again with the
-tariffs now on ``config.tariffs``, and every leg whose price or terms changed gets a new
-``RatedCdr`` (version + 1) on ``cdr.rated``; the sink stores it like any CDR, ``cdr FINAL`` shows
-the new price and ``cdr_versions`` keeps the old one as history.
+tariffs now on ``config.tariffs``, and every leg whose price or terms (the destination name too)
+changed gets a new ``RatedCdr`` (version + 1) on ``cdr.rated``; the sink stores it like any CDR,
+``cdr FINAL`` shows the new price and ``cdr_versions`` keeps the old one as history. Legs stored
+before CDRs carried a destination name get it this way, at an unchanged price.
 
 Balances follow: each payer is debited (or refunded) new price minus old price. Balances have a
 single writer, the rater, so re-rating takes over the rater's transactional id: its
@@ -93,6 +94,7 @@ def _terms(q: Quote) -> dict[str, Any]:
     return {
         "tariff_id": q.tariff_id,
         "matched_prefix": q.matched_prefix,
+        "destination": r.destination,
         "rate_per_minute": r.rate_per_minute,
         "connection_fee": r.connection_fee,
         "increment_s": r.increment_s,

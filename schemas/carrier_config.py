@@ -10,6 +10,11 @@ PBX (``ami.secrets.<server_id>``, see ``callback.settings``). A server entry may
 ``ami_secret`` (files written before): it is accepted, kept only in ``legacy_ami_secrets`` for a
 ``--config`` producer or originator of this file, and never published (``records`` yields the
 servers without it; ``callback config load`` warns).
+
+Web credentials (``web_username``, ``web_password_hash``, ``api_key_sha256``) stay on the user entry
+of the file, where a carrier manages its subscribers, but are published apart: ``records`` yields
+each user on ``config.users`` without them and its credentials on ``auth.web_credentials``, the
+topic only the web API reads (``schemas.credentials``; docs/architecture.md, "Credentials").
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from schemas.credentials import WebCredentials, WebLogin
 from schemas.envelope import Record
 from schemas.reference import (
     AuthMethod,
@@ -35,6 +41,7 @@ from schemas.reference import (
     User,
 )
 from schemas.topics import (
+    AUTH_WEB_CREDENTIALS,
     CONFIG_CARDS,
     CONFIG_DEVICES,
     CONFIG_DIALPLANS,
@@ -46,11 +53,23 @@ from schemas.topics import (
 )
 
 
+class CarrierUser(User, WebLogin):
+    """A user entry of the carrier file: the subscriber and, optionally, their web credentials."""
+
+    def user(self) -> User:
+        """The subscriber as ``config.users`` carries it: without the credentials."""
+        return User.model_validate(self.model_dump(exclude=set(WebLogin.model_fields)))
+
+    def web_credentials(self) -> WebCredentials:
+        """The ``auth.web_credentials`` record of this user (every field None: no web access)."""
+        return WebCredentials(user_id=self.user_id, **self.model_dump(include=set(WebLogin.model_fields)))
+
+
 class CarrierConfig(Record):
     callback_settings: CallbackSettings
     servers: list[CallbackServer] = Field(min_length=1)
     tariffs: list[Tariff] = Field(min_length=1)
-    users: list[User] = Field(min_length=1)
+    users: list[CarrierUser] = Field(min_length=1)
     devices: list[Device] = Field(default_factory=list)
     cards: list[CallingCard] = Field(default_factory=list)
     dialplans: list[CallbackDialPlan] = Field(min_length=1)
@@ -160,20 +179,31 @@ class CarrierConfig(Record):
                 where = f"cards.{i}.pinless_numbers.{j}"
                 taken = f"number {number} already a pinless number of card"
                 _claim(pinless, number, card.number, where, taken, problems)
+        # one web login, one user: a shared username or API key would let one in as the other
+        usernames: dict[str, str] = {}
+        api_keys: dict[str, str] = {}
+        for i, user in enumerate(self.users):
+            if user.web_username:
+                where, taken = f"users.{i}.web_username", "web username already used by user"
+                _claim(usernames, user.web_username, user.user_id, where, taken, problems)
+            if user.api_key_sha256:
+                where, taken = f"users.{i}.api_key_sha256", "API key already used by user"
+                _claim(api_keys, user.api_key_sha256, user.user_id, where, taken, problems)
 
     @property
     def callback_user(self) -> User:
         return next(u for u in self.users if u.user_id == self.callback_settings.callback_user_id)
 
     def records(self) -> Iterator[tuple[str, str, Record]]:
-        """(topic, key, value) of every reference record this file publishes."""
+        """(topic, key, value) of every record this file publishes: the reference data on
+        ``config.*``, the users' web credentials on ``auth.web_credentials``."""
         yield CONFIG_SETTINGS.name, "system", self.callback_settings
         for server in self.servers:
             yield CONFIG_SERVERS.name, server.server_id, server
         for tariff in self.tariffs:
             yield CONFIG_TARIFFS.name, tariff.tariff_id, tariff
         for user in self.users:
-            yield CONFIG_USERS.name, user.user_id, user
+            yield CONFIG_USERS.name, user.user_id, user.user()
         for device in self.devices:
             yield CONFIG_DEVICES.name, device.device_id, device
         for card in self.cards:
@@ -182,6 +212,8 @@ class CarrierConfig(Record):
             yield CONFIG_DIALPLANS.name, plan.dialplan_id, plan
         for did in self.dids:
             yield CONFIG_DIDS.name, did.number, did
+        for user in self.users:  # every user, so credentials removed from the file are revoked
+            yield AUTH_WEB_CREDENTIALS.name, user.user_id, user.web_credentials()
 
 
 def _unique(items: list[Any], attr: str, section: str, problems: list[str]) -> dict[str, Any]:

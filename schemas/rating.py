@@ -63,6 +63,9 @@ class RatedCdr(Envelope):
     payer_id: EntityId
     tariff_id: EntityId
     matched_prefix: Prefix
+    destination: str = Field(
+        default="", description="name of the matched rate's destination (the tariff's Rate.destination)"
+    )
     rate_per_minute: RatePerMinute
     connection_fee: ConnectionFee
     increment_s: int = Field(ge=1, le=3600)

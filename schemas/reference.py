@@ -7,6 +7,7 @@ These are the values of the compacted ``config.*`` topics, keyed by their natura
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -20,6 +21,8 @@ Digits = Annotated[str, Field(pattern=r"^[0-9]{1,32}$")]
 Prefix = Annotated[str, Field(pattern=r"^[0-9]{0,20}$", description="'' is the catch-all prefix")]
 EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+log = logging.getLogger(__name__)
 
 
 class AuthMethod(StrEnum):
@@ -122,6 +125,10 @@ class CallbackSettings(Record):
 
 
 class User(Record):
+    """A subscriber. Web credentials are not here but on ``auth.web_credentials``, which only the web
+    API reads (``schemas.credentials``); a record of an older version that still carries them is read
+    without them (``LEGACY_CREDENTIAL_FIELDS``)."""
+
     user_id: EntityId
     name: str = Field(min_length=1, max_length=200)
     tariff_id: EntityId
@@ -134,9 +141,41 @@ class User(Record):
     )
     callback_enabled: bool = True
     blocked: bool = False
-    web_username: str | None = None
-    web_password_hash: str | None = Field(default=None, description="pbkdf2_sha256$<iterations>$<salt>$<hex>")
-    api_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_credentials(cls, data: object) -> object:
+        """Leave out the web credentials an older ``config.users`` record carries, so they go no
+        further than this read (docs/architecture.md, "Credentials"). A subclass that declares
+        them (the carrier file's user entry) keeps them."""
+        if not isinstance(data, dict):
+            return data
+        legacy = [f for f in LEGACY_CREDENTIAL_FIELDS if f in data and f not in cls.model_fields]
+        if not legacy:
+            return data
+        _warn_legacy_credentials(data.get("user_id"), legacy)
+        return {k: v for k, v in data.items() if k not in legacy}
+
+
+#: fields ``config.users`` records carried before the web credentials moved to
+#: ``auth.web_credentials``; ``User`` reads such a record without them
+LEGACY_CREDENTIAL_FIELDS = ("web_username", "web_password_hash", "api_key_sha256")
+#: one warning per process: every process reads every user at start, so a line per record would
+#: repeat thousands of times until the carrier loads its file again
+_legacy_warned: list[bool] = [False]
+
+
+def _warn_legacy_credentials(user_id: object, fields: list[str]) -> None:
+    level = logging.DEBUG if _legacy_warned[0] else logging.WARNING
+    _legacy_warned[0] = True
+    log.log(
+        level,
+        "config.users record of user %r carries %s (written by an older version): ignored, the web "
+        "API reads credentials from auth.web_credentials only; run `callback config load` again to "
+        "republish the users without them (further such records are logged at debug level)",
+        user_id,
+        ", ".join(fields),
+    )
 
 
 class Device(Record):

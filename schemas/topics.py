@@ -162,6 +162,20 @@ CONFIG_SERVERS = TopicSpec(
     "config.servers", "server id", "schemas.reference.CallbackServer", 1, "compact", None
 )
 
+# --- credentials (compacted; read by the web API alone: docs/architecture.md, "Credentials") -------
+AUTH_WEB_CREDENTIALS = TopicSpec(
+    "auth.web_credentials",
+    "user id",
+    "schemas.credentials.WebCredentials",
+    1,
+    "compact",
+    None,
+    description=(
+        "Web API logins (password hash, API-key digest) per user; written by `callback config load`, "
+        "read by `callback web` only: restrict it to those two with Kafka ACLs"
+    ),
+)
+
 
 def _dead_letter(source: TopicSpec) -> TopicSpec:
     return TopicSpec(
@@ -197,6 +211,8 @@ CONFIG_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG_DIALPLANS,
     CONFIG_SERVERS,
 )
+#: topics other services must not read (not in ``CONFIG_TOPICS``, which every process may follow)
+CREDENTIAL_TOPICS: tuple[TopicSpec, ...] = (AUTH_WEB_CREDENTIALS,)
 DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
     _dead_letter(t)
     for t in (
@@ -210,7 +226,7 @@ DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
     )
 )
 
-CATALOGUE: tuple[TopicSpec, ...] = STREAM_TOPICS + CONFIG_TOPICS + DEAD_LETTER_TOPICS
+CATALOGUE: tuple[TopicSpec, ...] = STREAM_TOPICS + CONFIG_TOPICS + CREDENTIAL_TOPICS + DEAD_LETTER_TOPICS
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in CATALOGUE}
 
 

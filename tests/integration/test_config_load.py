@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -14,14 +16,24 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.pbx_sim.scenario import parse_scenario
-from infra.rig import CallbackProcess, SimulatorThread, ami_secret_env
-from schemas.reference import Did, Tariff
-from schemas.topics import CONFIG_DIDS, CONFIG_SERVERS, CONFIG_TARIFFS, CONFIG_TOPICS
+from infra.rig import CallbackProcess, SimulatorThread, ami_secret_env, free_port
+from schemas.credentials import WebCredentials
+from schemas.reference import LEGACY_CREDENTIAL_FIELDS, Did, Tariff
+from schemas.topics import (
+    AUTH_WEB_CREDENTIALS,
+    CONFIG_DIDS,
+    CONFIG_SERVERS,
+    CONFIG_TARIFFS,
+    CONFIG_TOPICS,
+    CONFIG_USERS,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "carrier.yaml"
+#: hex SHA-256 of alice's API key in the sample, demo-key-alice-7f3b2c
+ALICE_KEY_DIGEST = "cb7fa34e426302046d8d19d00987036a40d735016ec03c5609bcfc10db32f60d"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +87,7 @@ def _read_all(bootstrap: str, topic: str) -> dict[str, bytes]:
 def test_sample_carrier_is_published_to_config_topics(stack):
     result = _cli("config", "load", str(SAMPLE))
     assert result.returncode == 0, result.stderr
-    assert "published 23 records" in result.stdout
+    assert "published 27 records" in result.stdout
     # only this file's record: the topic may also hold unusable ones other tests publish on purpose
     retail = Tariff.model_validate_json(_read_all(stack.bootstrap_servers, CONFIG_TARIFFS.name)["retail-usd"])
     assert {r.prefix: str(r.rate_per_minute) for r in retail.rates}["234"] == "0.20"
@@ -93,6 +105,40 @@ def test_broken_copy_is_refused_and_nothing_is_published(stack, tmp_path):
     bad_line = next(i for i, line in enumerate(text.splitlines(), 1) if "dialplan_id: nope" in line)
     assert f"carrier.yaml:{bad_line}:" in result.stderr
     assert _end_offsets(stack.bootstrap_servers) == before
+
+
+def test_web_logins_stay_off_config_users_and_the_web_api_still_lets_the_users_in(stack, tmp_path):
+    """``config.users`` is read by every service: after ``config load`` of a file whose users have
+    web logins, none of its records carries a login; ``auth.web_credentials`` does, and the web
+    API, reading the topics (no --config), lets those users in by password and by API key."""
+    result = _cli("config", "load", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    users = _read_all(stack.bootstrap_servers, CONFIG_USERS.name)
+    for user_id in ("cb-owner", "alice", "bob", "chidi"):
+        record = json.loads(users[user_id])
+        assert record["user_id"] == user_id and not set(record) & set(LEGACY_CREDENTIAL_FIELDS), record
+        assert b"pbkdf2" not in users[user_id] and ALICE_KEY_DIGEST.encode() not in users[user_id]
+    logins = _read_all(stack.bootstrap_servers, AUTH_WEB_CREDENTIALS.name)
+    alice = WebCredentials.model_validate_json(logins["alice"])
+    assert (alice.web_username, alice.api_key_sha256) == ("alice", ALICE_KEY_DIGEST)
+    assert WebCredentials.model_validate_json(logins["chidi"]).web_username is None
+
+    port = free_port()
+    web = CallbackProcess(["web", "--port", str(port)], tmp_path / "web.log").start()
+    try:
+        web.wait_for_log("web callback API listening on", timeout=60)
+        basic = "Basic " + base64.b64encode(b"alice:alice-web-secret").decode()
+        for headers in ({"Authorization": basic}, {"X-API-Key": "demo-key-alice-7f3b2c"}):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/callbacks",
+                data=json.dumps({"callback_number": "12125550142"}).encode(),
+                headers={"Content-Type": "application/json", **headers},
+                method="POST",
+            )
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                assert resp.status == 202 and json.loads(resp.read())["callback_id"]
+    finally:
+        web.stop()
 
 
 # --- AMI secrets stay off the topics; the config topics are read in moments ----------------------

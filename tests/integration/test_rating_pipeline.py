@@ -147,6 +147,7 @@ def test_cdr_row_carries_every_column(pipeline, ch):
         f"{run}-u3",
         f"{run}-retail",
         "346",
+        "Spain Mobile",
         Decimal("0.12"),
         Decimal("0.01"),
         30,

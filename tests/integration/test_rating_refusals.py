@@ -27,6 +27,7 @@ from infra.rig import CallbackProcess
 from rating_stream.cdr import cdr_json, cdr_row
 from rating_stream.engine import CompiledTariff, quote
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference, tariffs
+from rating_stream.wire import from_model
 from schemas.callback import PayerKind
 from schemas.envelope import MONEY_MAX, DeadLetter
 from schemas.rating import RatedCdr
@@ -137,7 +138,7 @@ def _cdrs(run: str, n: int) -> list[tuple[bytes, bytes]]:
     for leg in make_legs(run, n):
         tariff = compiled[f"{run}-origins" if leg.payer.kind is PayerKind.CALLBACK_USER else f"{run}-retail"]
         q = quote(tariff, leg.dst, leg.billsec_ms, answered=False)
-        out.append((leg.leg_id.encode(), cdr_json(leg, q, version=1, rated_at=at, source="test")))
+        out.append((leg.leg_id.encode(), cdr_json(from_model(leg), q, version=1, rated_at=at, source="test")))
     return out
 
 

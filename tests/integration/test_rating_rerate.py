@@ -10,10 +10,13 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from infra.process import wait_until
 from infra.rig import CallbackProcess
+from rating_stream.cdr import CDR_COLUMNS, cdr_row, rated_cdr
+from rating_stream.engine import CompiledTariff, quote
 from rating_stream.loadgen import leg_records, produce, publish_reference, tariffs
 from rating_stream.rater import read_balances
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
@@ -80,6 +83,8 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         assert f"{key}" in done.stdout and "charge 0.06" in done.stdout
 
         assert wait_until(lambda: [p for (p,) in ch.execute(prices)] == [D("0.10")] * 3, 60), sink.tail()
+        names = f"SELECT DISTINCT destination FROM callback.cdr FINAL WHERE callback_id LIKE '{run}-%'"
+        assert ch.execute(names) == [("Spain",)]  # the re-rated versions keep the destination name
         history = ch.execute(
             f"SELECT leg_id, version, price FROM callback.cdr_versions FINAL "
             f"WHERE leg_id LIKE '{run}-%' ORDER BY leg_id, version"
@@ -110,3 +115,40 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         codes = rater.stop(), sink.stop()
         ch.disconnect()
     assert codes == (0, 0), f"rater:\n{rater.tail()}\nsink:\n{sink.tail()}"
+
+
+def test_rerate_gives_legs_stored_before_destinations_their_name_at_the_same_price(stack, tmp_path):
+    """A leg the sink stored before ``cdr.destination`` existed has '' there (the column's default
+    after migration 0005); re-rating its dates writes a new version with the name, the price and
+    the balance untouched (docs/analytics.md, "Revenue by destination")."""
+    run = f"rd{uuid.uuid4().hex[:8]}"
+    day = date(1990, 1, 1) + timedelta(days=random.randrange(7000))
+    publish_reference(run)
+    leg = spain_minute(run, 0, day)
+    q = quote(CompiledTariff.build(tariffs(run)[0]), leg.dst, leg.billsec_ms, True)
+    old = rated_cdr(leg, q, version=1, rated_at=leg.ended_at, source="old")
+    row = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(old.model_dump_json())), strict=True))
+    row["destination"] = ""
+    ch = stack.clickhouse_client()
+    ch.execute(f"INSERT INTO callback.cdr ({', '.join(CDR_COLUMNS)}) VALUES", [list(row.values())])
+    stored = f"SELECT version, destination, price FROM callback.cdr FINAL WHERE leg_id = '{leg.leg_id}'"
+    assert ch.execute(stored) == [(1, "", D("0.08"))]
+    balances = read_balances()
+
+    sink = CallbackProcess(["cdr-sink", "--flush-interval-s", "0.3"], tmp_path / "sink.log").start()
+    try:
+        window = ["--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat()]
+        done = subprocess.run(
+            [sys.executable, "-m", "callback.cli", "rerate", *window],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "re-priced 1" in done.stdout, done.stdout + done.stderr
+        assert "charge" not in done.stdout and "refund" not in done.stdout
+        assert wait_until(lambda: ch.execute(stored) == [(2, "Spain", D("0.08"))], 60), sink.tail()
+        assert read_balances().get(f"user:{run}-u0") == balances.get(f"user:{run}-u0")
+    finally:
+        code = sink.stop()
+        ch.disconnect()
+    assert code == 0, sink.tail()

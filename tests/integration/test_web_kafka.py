@@ -21,6 +21,7 @@ from infra.process import wait_until
 from infra.rig import REPO_ROOT, CallbackProcess, KafkaTail, free_port
 from producers.auth import api_key_digest
 from schemas.callback import CallbackInitiation
+from schemas.credentials import WebCredentials
 from schemas.reference import User
 
 pytestmark = pytest.mark.integration
@@ -142,19 +143,26 @@ def test_web_callback_reaches_kafka_and_refusals_do_not(stack, tmp_path):
 
 
 def test_web_follows_config_users_and_a_tombstone_revokes_access(stack, tmp_path):
-    """Without --config the API reads ``config.users``; deleting a user there locks them out at
-    once, while the process keeps running."""
-    user_id = f"web-{uuid.uuid4().hex[:10]}"
-    api_key = f"key-{uuid.uuid4().hex}"
-    digest = api_key_digest(api_key)
-    user = User(user_id=user_id, name="follower", tariff_id="retail-usd", api_key_sha256=digest)
+    """Without --config the API reads ``config.users`` and the logins on ``auth.web_credentials``;
+    deleting a user locks them out within a second, while the process keeps running. A user
+    record of an older version that still carries a login is read without it: that user is a
+    user, but the login comes from ``auth.web_credentials`` only."""
+    user_id, legacy_id = f"web-{uuid.uuid4().hex[:10]}", f"old-{uuid.uuid4().hex[:10]}"
+    api_key, legacy_key = f"key-{uuid.uuid4().hex}", f"key-{uuid.uuid4().hex}"
+    user = User(user_id=user_id, name="follower", tariff_id="retail-usd")
+    login = WebCredentials(user_id=user_id, api_key_sha256=api_key_digest(api_key))
+    # as an older `config load` wrote it: the API-key digest on config.users
+    legacy = {**User(user_id=legacy_id, name="old", tariff_id="retail-usd").model_dump(mode="json"),
+              "api_key_sha256": api_key_digest(legacy_key)}
     producer = Producer(producer_config())
 
-    def publish(value: bytes | None) -> None:
-        producer.produce("config.users", key=user_id.encode(), value=value)
+    def publish(topic: str, key: str, value: bytes | None) -> None:
+        producer.produce(topic, key=key.encode(), value=value)
         assert producer.flush(30) == 0
 
-    publish(user.model_dump_json().encode())
+    publish("config.users", legacy_id, json.dumps(legacy).encode())
+    publish("config.users", user_id, user.model_dump_json().encode())
+    publish("auth.web_credentials", user_id, login.model_dump_json().encode())
     port = free_port()
     web = CallbackProcess(["web", "--port", str(port)], tmp_path / "web.log").start()
     try:
@@ -162,14 +170,18 @@ def test_web_follows_config_users_and_a_tombstone_revokes_access(stack, tmp_path
         headers = {"X-API-Key": api_key}
         status, body = post(port, {"callback_number": "12125550142"}, headers)
         assert status == 202, body
+        assert post(port, {"callback_number": "12125550142"}, {"X-API-Key": legacy_key})[0] == 401
+        assert "(written by an older version): ignored" in web.log_text()
 
-        publish(None)  # the tombstone
+        publish("config.users", user_id, None)  # the tombstone
+        deleted = time.monotonic()
         wait_until(
             lambda: post(port, {"callback_number": "12125550142"}, headers)[0] == 401,
             20,
             "the deleted user to be refused",
-            interval=0.2,
+            interval=0.1,
         )
+        assert time.monotonic() - deleted < 1.0, "the deleted user was let in for more than a second"
         assert web.proc.poll() is None, "the web process must keep running"
     finally:
         web.stop()

@@ -15,6 +15,7 @@ from rating_stream.cdr import CDR_COLUMNS, LEG_COLUMNS, cdr_event_id, cdr_json, 
 from rating_stream.engine import quote
 from rating_stream.loadgen import make_legs, reference_records
 from rating_stream.payer import Ledger
+from rating_stream.wire import from_model
 from schemas.callback import FinishedLeg
 from schemas.rating import RatedCdr
 
@@ -38,7 +39,7 @@ def test_fast_cdr_equals_the_pydantic_model(ref):
     for leg in _legs():
         tariff = ref.tariffs[(ref.users.get(leg.payer.id) or ref.cards[leg.payer.id]).tariff_id]
         q = quote(tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
-        fast = RatedCdr.model_validate_json(cdr_json(leg, q, version=3, rated_at=at, source="r"))
+        fast = RatedCdr.model_validate_json(cdr_json(from_model(leg), q, version=3, rated_at=at, source="r"))
         slow = rated_cdr(leg, q, version=3, rated_at=at, source="r")
         assert fast.model_dump(exclude={"event_id", "time"}) == slow.model_dump(exclude={"event_id", "time"})
         assert fast.event_id == f"cdr:{leg.leg_id}:3" and fast.time == at
@@ -83,6 +84,18 @@ def test_leg_columns_are_the_legs_part_of_the_cdr_row(ref):
         rated = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(value)), strict=True))
         raw = dict(zip(LEG_COLUMNS, leg_row(orjson.loads(leg.model_dump_json())), strict=True))
         assert raw == {column: rated[column] for column in LEG_COLUMNS}
+
+
+def test_row_of_a_cdr_rated_before_destinations_has_an_empty_one(ref):
+    """CDRs on ``cdr.rated`` from before the rater wrote ``destination`` still load (as '')."""
+    leg = next(leg for leg in _legs() if leg.leg == "b")
+    batch = RatingBatch(ref, Ledger(), RecentLegs(60), source="r", rated_at=datetime.now(UTC))
+    batch.add(0, leg.model_dump_json().encode())
+    [(_key, value)] = batch.finish().cdrs
+    record = orjson.loads(value)
+    assert dict(zip(CDR_COLUMNS, cdr_row(record), strict=True))["destination"] != ""
+    del record["destination"]
+    assert dict(zip(CDR_COLUMNS, cdr_row(record), strict=True))["destination"] == ""
 
 
 def test_unanswered_row_has_null_answer_time(ref):

@@ -3,7 +3,8 @@
 
 A leg with ``q850_cause`` 70000 used to pass ``FinishedLeg`` and ``RatedCdr``; the column is a
 ``Nullable(UInt16)``, so ClickHouse refused the row and the sink retried its batch for ever. This
-test reads the columns from the migration itself (``infra/migrations/0002_cdr.sql``), maps each one
+test reads the columns from the migrations themselves (``infra/migrations/0002_cdr.sql`` and the
+``ALTER TABLE callback.cdr ADD COLUMN`` of later ones), maps each one
 to the model fields it is filled from, and for each column type checks that the models refuse
 every value just outside what the column holds (and that the refusal names that field, not some
 other rule). A column added to the table without a mapping here fails the test.
@@ -24,18 +25,20 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from infra.migrate import discover
 from schemas.callback import FinishedLeg
 from schemas.rating import RatedCdr
 from schemas.reference import Rate, Tariff
 
 MIGRATION = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "0002_cdr.sql"
+_ADD_COLUMN = re.compile(r"ALTER TABLE callback\.cdr ADD COLUMN (\w+) (.+?)(?: AFTER (\w+))?\s*$", re.S)
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 _TIMES = ("started_at", "answered_at", "ended_at", "rated_at")
 
 
 def cdr_columns() -> dict[str, str]:
-    """name -> ClickHouse type of every column of ``callback.cdr``, from the migration's SQL."""
+    """name -> ClickHouse type of every column of ``callback.cdr``, from the migrations' SQL."""
     sql = MIGRATION.read_text()
     body = re.search(r"CREATE TABLE IF NOT EXISTS callback\.cdr\s*\((.*?)\n\)\s*\nENGINE", sql, re.S)
     assert body, "cannot find the cdr table in the migration"
@@ -46,6 +49,15 @@ def cdr_columns() -> dict[str, str]:
             continue
         name, ch_type = line.split(None, 1)
         columns[name] = re.split(r"\s+DEFAULT\s+", ch_type)[0].strip()
+    for migration in discover():  # columns added since, where the ALTER puts them
+        for statement in migration.statements():
+            added = _ADD_COLUMN.match(statement)
+            if added:
+                name, ch_type, after = added.groups()
+                order = list(columns.items())
+                at = len(order) if after is None else [n for n, _t in order].index(after) + 1
+                order.insert(at, (name, re.split(r"\s+DEFAULT\s+", ch_type)[0].strip()))
+                columns = dict(order)
     return columns
 
 
@@ -78,6 +90,7 @@ DIRECT: dict[str, list[Source]] = {
     "payer_id": [(CDR, "payer_id"), (LEG, "payer.id")],
     "tariff_id": [(CDR, "tariff_id"), (Tariff, "tariff_id")],
     "matched_prefix": [(CDR, "matched_prefix"), (Rate, "prefix")],
+    "destination": [(CDR, "destination"), (Rate, "destination")],
     "rate_per_minute": [(CDR, "rate_per_minute"), (Rate, "rate_per_minute")],
     "connection_fee": [(CDR, "connection_fee"), (Rate, "connection_fee")],
     "increment_s": [(CDR, "increment_s"), (Rate, "increment_s")],

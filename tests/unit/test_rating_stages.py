@@ -25,6 +25,7 @@ from rating_stream.engine import CompiledTariff, quote
 from rating_stream.loadgen import make_legs, reference_records, tariffs
 from rating_stream.rater import Rater, RaterOptions
 from rating_stream.sink import CdrSink, SinkOptions
+from rating_stream.wire import from_model
 from schemas.callback import PayerKind
 from tests.unit.kafka_fakes import FakeMessage
 
@@ -301,7 +302,7 @@ def _cdr_messages(n: int, bad: set[int] = frozenset()) -> list[FakeMessage]:
     out = []
     for i, leg in enumerate(make_legs(RUN, n)):
         tariff = compiled[f"{RUN}-origins" if leg.payer.kind is PayerKind.CALLBACK_USER else f"{RUN}-retail"]
-        value = cdr_json(leg, quote(tariff, leg.dst, 0, answered=False), version=1,
+        value = cdr_json(from_model(leg), quote(tariff, leg.dst, 0, answered=False), version=1,
                          rated_at=datetime.now(UTC), source="t")
         if i in bad:
             value = json.dumps(json.loads(value) | {"q850_cause": 70000}).encode()

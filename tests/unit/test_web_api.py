@@ -40,7 +40,10 @@ from schemas.carrier_config import load_carrier_config
 from schemas.reference import User
 
 REPO = Path(__file__).resolve().parents[2]
-USERS = load_carrier_config(REPO / "examples" / "carrier.yaml").users
+CARRIER = load_carrier_config(REPO / "examples" / "carrier.yaml")
+#: the sample's users as config.users carries them, and their logins (auth.web_credentials)
+USERS = [u.user() for u in CARRIER.users]
+LOGINS = [u.web_credentials() for u in CARRIER.users]
 ALICE_KEY = "demo-key-alice-7f3b2c"
 NUMBER = "2348031234567"
 
@@ -75,7 +78,7 @@ def call(requests, *, publisher=None, limits=None, clock=None, directory=None, *
     step)."""
     publisher = publisher or MemoryPublisher()
     app = build_app(
-        directory or UserDirectory(USERS),
+        directory or UserDirectory(USERS, LOGINS),
         publisher,
         limits or RateLimits.per_minute(60, 60),
         clock=clock or Clock(),
@@ -218,7 +221,7 @@ def test_rate_limit_per_user_and_per_number_with_retry_after():
 
 def test_blocked_user_is_403(tmp_path):
     blocked = [u.model_copy(update={"blocked": True}) if u.user_id == "alice" else u for u in USERS]
-    app_users = UserDirectory(blocked)
+    app_users = UserDirectory(blocked, LOGINS)
 
     async def run():
         async with TestClient(
@@ -315,13 +318,17 @@ def test_a_user_deleted_from_config_users_can_no_longer_call():
             statuses.append(await status({"X-API-Key": ALICE_KEY}))
             statuses.append(await status(basic("alice", "alice-web-secret")))
             statuses.append(await status(basic("bob", "bob-web-secret")))
+            applied.clear()
+            feed.push("auth.web_credentials", "bob", None)  # bob stays a user, without a web login
+            assert await asyncio.to_thread(applied.wait, 5), "the follower did not apply the tombstone"
+            statuses.append(await status(basic("bob", "bob-web-secret")))
         return statuses
 
     try:
         statuses = asyncio.run(run())
     finally:
         follower.stop()
-    assert statuses == [202, 401, 401, 202]
+    assert statuses == [202, 401, 401, 202, 401]
     assert feed.closed, "the follower closes its feed when stopped"
 
 
@@ -338,10 +345,10 @@ def test_forty_parallel_wrong_passwords_do_not_stall_the_health_check(every_one_
     if every_one_hashed:
         limits = RateLimits.per_minute(60, 60, failed_logins_per_user=1000, failed_logins_per_address=1000)
         app = build_app(
-            UserDirectory(USERS), MemoryPublisher(), limits, hash_pool=HashPool(2, max_in_flight=40)
+            UserDirectory(USERS, LOGINS), MemoryPublisher(), limits, hash_pool=HashPool(2, max_in_flight=40)
         )
     else:
-        app = build_app(UserDirectory(USERS), MemoryPublisher(), RateLimits.per_minute(60, 60))
+        app = build_app(UserDirectory(USERS, LOGINS), MemoryPublisher(), RateLimits.per_minute(60, 60))
 
     async def run() -> tuple[list[dict[str, Any]], list[float]]:
         async with TestClient(TestServer(app)) as c:
@@ -376,7 +383,7 @@ class ThreadRecordingDirectory(UserDirectory):
     """Records the thread each password check runs on; can hold checks until released."""
 
     def __init__(self, users, hold: threading.Event | None = None) -> None:
-        super().__init__(users)
+        super().__init__(users, LOGINS)
         self.threads: list[str] = []
         self.hold = hold
         self.started = threading.Semaphore(0)
@@ -553,7 +560,7 @@ def test_a_refused_first_attempt_is_not_remembered_so_its_retry_is_published():
 
 def test_concurrent_retries_with_one_key_wait_for_the_first_and_publish_once():
     publisher = MemoryPublisher(delay_s=0.2)
-    app = build_app(UserDirectory(USERS), publisher, RateLimits.per_minute(60, 60))
+    app = build_app(UserDirectory(USERS, LOGINS), publisher, RateLimits.per_minute(60, 60))
 
     async def run() -> list[dict[str, Any]]:
         async with TestClient(TestServer(app)) as c:

@@ -18,6 +18,7 @@ from producers.auth import (
     hash_password,
     verify_password,
 )
+from schemas.credentials import WebCredentials
 from schemas.reference import User
 
 
@@ -42,29 +43,42 @@ def test_malformed_hashes_never_verify():
         assert not verify_password("x", stored)
 
 
-def test_directory_by_api_key_and_by_password_and_upsert():
-    user = User(
+def test_directory_by_api_key_and_by_password_and_replace():
+    user = User(user_id="u1", name="U", tariff_id="t")
+    login = WebCredentials(
         user_id="u1",
-        name="U",
-        tariff_id="t",
         web_username="u",
         api_key_sha256=api_key_digest("k1"),
         web_password_hash=hash_password("pw", "salt", 1000),
     )
-    d = UserDirectory([user])
+    d = UserDirectory([user], [login])
     assert d.by_api_key("k1") == user and d.by_api_key("k2") is None
     assert d.by_password("u", "pw") == user and d.by_password("u", "nope") is None
     assert d.by_password("nobody", "pw") is None
-    d.upsert(user.model_copy(update={"web_username": "renamed", "api_key_sha256": api_key_digest("k2")}))
+    renamed = login.model_copy(update={"web_username": "renamed", "api_key_sha256": api_key_digest("k2")})
+    d.replace([user], [renamed])
     assert d.by_password("u", "pw") is None and d.by_password("renamed", "pw") is not None
     assert d.by_api_key("k1") is None and d.by_api_key("k2") is not None
     assert len(d) == 1
 
 
+def test_a_user_logs_in_only_while_both_the_user_and_the_login_exist():
+    user = User(user_id="u1", name="U", tariff_id="t")
+    login = WebCredentials(user_id="u1", api_key_sha256=api_key_digest("k1"))
+    assert UserDirectory([user], []).by_api_key("k1") is None, "a user without credentials"
+    assert UserDirectory([], [login]).by_api_key("k1") is None, "credentials of an unknown user"
+    other = WebCredentials(user_id="u2", api_key_sha256=api_key_digest("k1"))
+    assert UserDirectory([user], [other]).by_api_key("k1") is None, "joined by user id, not by key"
+    no_access = WebCredentials(user_id="u1")
+    assert len(UserDirectory([user], [no_access])) == 0
+
+
 def test_directory_sync_copies_the_view_only_when_it_changed():
     data = ReferenceData()
-    user = User(user_id="u1", name="U", tariff_id="t", api_key_sha256=api_key_digest("k1"))
+    user = User(user_id="u1", name="U", tariff_id="t")
+    login = WebCredentials(user_id="u1", api_key_sha256=api_key_digest("k1"))
     data.apply_model("config.users", "u1", user)
+    data.apply_model("auth.web_credentials", "u1", login)
     d = UserDirectory()
     assert d.sync(data) is True and d.by_api_key("k1") == user
     assert d.sync(data) is False, "nothing changed: no rebuild"
@@ -72,8 +86,12 @@ def test_directory_sync_copies_the_view_only_when_it_changed():
     assert d.sync(data) is True and d.by_api_key("k1") is None and len(d) == 0
     data.apply_model("config.users", "u1", user)
     assert d.sync(data) is True and d.by_api_key("k1") == user
+    data.apply_model("auth.web_credentials", "u1", None)
+    assert d.sync(data) is True and d.by_api_key("k1") is None, "a tombstone of the login locks out too"
+    data.apply_model("auth.web_credentials", "u1", login)
+    assert d.sync(data) is True and d.by_api_key("k1") == user
     other = ReferenceData()
-    for user_id in ("u2", "u3", "u4"):
+    for user_id in ("u2", "u3", "u4", "u5", "u6", "u7"):
         other.apply_model("config.users", user_id, User(user_id=user_id, name="O", tariff_id="t"))
     assert other.version == data.version
     assert d.sync(other) is True and d.by_api_key("k1") is None, "another view at the same version"

@@ -1,0 +1,14 @@
+-- The destination name of the rate a leg was priced by (Rate.destination of the tariff, e.g.
+-- 'Spain Mobile'), stored on every leg so that revenue by destination is one query over both legs
+-- (docs/analytics.md, "Revenue by destination"). Until now the names lived only in Kafka.
+--
+-- An ALTER, so an existing install keeps its rows: they get '' (rated before the rater wrote a
+-- destination); `callback rerate` over their dates writes them again with the name (same price,
+-- so no balance moves). New legs carry it from the rater through cdr.rated.
+--
+-- The materialized views of 0003 name the columns they copy, so they keep working unchanged;
+-- none of them needs the name, revenue by destination reads `callback.cdr FINAL`.
+--
+-- One statement on purpose: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, so the statement
+-- cannot be repeated, and alone in its file a failed run has either added the column or not.
+ALTER TABLE callback.cdr ADD COLUMN destination String AFTER matched_prefix;
