@@ -25,7 +25,7 @@ import msgspec
 from pydantic import BaseModel
 
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, SessionState
-from schemas.envelope import CDR_TIME_MAX, CDR_TIME_MIN, SCHEMA_VERSION, Envelope
+from schemas.envelope import CDR_TIME_MAX, CDR_TIME_MIN, Envelope
 from schemas.reference import AuthMethod
 
 
@@ -128,8 +128,9 @@ class LegWire(msgspec.Struct, forbid_unknown_fields=True):
     ended_at: _TIME
     disposition: Disposition
     payer: PayerWire
-    schema_version: _int(Envelope, "schema_version") = SCHEMA_VERSION  # type: ignore[valid-type]
-    type: Literal["callback.leg"] = "callback.leg"
+    # required, as on the wire the model requires the envelope (docs/contracts/README.md)
+    schema_version: _int(Envelope, "schema_version")  # type: ignore[valid-type]
+    type: Literal["callback.leg"]
     attempt: _int(FinishedLeg, "attempt") = 0  # type: ignore[valid-type]
     pbx_id: str | None = None
     did: _digits(FinishedLeg, "did") | None = None  # type: ignore[valid-type]
@@ -165,6 +166,8 @@ def _checked(w: LegWire) -> bool:
     started, ended, answered = w.started_at, w.ended_at, w.answered_at
     if not (CDR_TIME_MIN <= started <= ended <= CDR_TIME_MAX):
         return False
+    if started.year == 1970 or ended.year == 2106:  # the model's CdrTime pattern is narrower there
+        return False
     if answered is None:
         if w.disposition is Disposition.ANSWERED:
             return False
@@ -197,6 +200,7 @@ def from_model(leg: FinishedLeg) -> LegWire:
         disposition=leg.disposition,
         payer=PayerWire(kind=leg.payer.kind, id=leg.payer.id),
         schema_version=leg.schema_version,
+        type=leg.type,
         attempt=leg.attempt,
         pbx_id=leg.pbx_id,
         did=leg.did,

@@ -41,9 +41,9 @@ def utc_now() -> datetime:
 #: and the models check the same pattern on JSON input before parsing the value, so a string is
 #: valid for the schema exactly when it is valid for the model (docs/contracts/README.md). Every
 #: check runs inside pydantic-core: no Python call per field, which matters on the rater's hot path.
-_TIME_OF_DAY = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-_OFFSET = r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-_NEGATIVE_OFFSET = r"(?:Z|[+-]00:00|-(?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_TIME_OF_DAY = r"[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])"
+_NEGATIVE_OFFSET = r"(?:[Zz]|[+-]00:?00|-(?:[01][0-9]|2[0-3]):?[0-5][0-9])"
 #: month and day of a year that is not a leap year
 _MONTH_DAY = (
     r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
@@ -58,7 +58,9 @@ def _alternatives(*parts: str) -> str:
     return "^(?:" + "|".join(parts) + ")$"
 
 
-#: RFC 3339 with seconds, at most 6 fraction digits and an explicit offset (``Z`` or ``+hh:mm``).
+#: RFC 3339 with seconds, at most 6 fraction digits and an explicit offset (``Z`` or ``+hh:mm``);
+#: also what RFC 3339 and ISO 8601 let writers vary, and every reader of ours reads alike: ``t`` or
+#: a space for ``T``, ``z`` for ``Z``, ``+hhmm`` for ``+hh:mm``.
 TIME_PATTERN = _alternatives(
     f"{_YEAR}-{_MONTH_DAY}{_TIME_OF_DAY}{_OFFSET}", f"{_LEAP_YEAR}-02-29{_TIME_OF_DAY}{_OFFSET}"
 )
@@ -105,9 +107,7 @@ class WireString:
         value_schema: cs.CoreSchema,
         description: str,
         serialization: cs.SerSchema | None = None,
-        json_format: str | None = None,
     ) -> None:
-        self.json_format = json_format
         self.pattern = pattern
         self.value_schema = value_schema
         self.description = description
@@ -116,7 +116,14 @@ class WireString:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> cs.CoreSchema:
         return cs.json_or_python_schema(
             json_schema=cs.chain_schema(
-                [cs.str_schema(pattern=self.pattern, strict=True), self.value_schema]
+                [
+                    cs.custom_error_schema(
+                        cs.str_schema(pattern=self.pattern, strict=True),
+                        custom_error_type="wire_format",
+                        custom_error_message=f"expected {self.description}",
+                    ),
+                    self.value_schema,
+                ]
             ),
             python_schema=self.value_schema,
             serialization=self.serialization,
@@ -125,8 +132,9 @@ class WireString:
     def __get_pydantic_json_schema__(
         self, schema: cs.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        schema = {"type": "string", "pattern": self.pattern, "description": self.description}
-        return schema if self.json_format is None else {**schema, "format": self.json_format}
+        # no ``format: date-time``: a validator that checks it would refuse ``+hhmm``, which the pattern
+        # and the models take
+        return {"type": "string", "pattern": self.pattern, "description": self.description}
 
 
 #: Every time on the wire carries its UTC offset (producers write ``Z``); a time without one is
@@ -137,7 +145,6 @@ UtcDatetime = Annotated[
         TIME_PATTERN,
         cs.datetime_schema(tz_constraint="aware"),
         "RFC 3339 time with seconds and an offset, e.g. \"2026-01-31T12:00:00.250Z\"",
-        json_format="date-time",
     ),
 ]
 
@@ -150,7 +157,6 @@ CdrTime = Annotated[
         cs.datetime_schema(tz_constraint="aware", ge=CDR_TIME_MIN, le=CDR_TIME_MAX),
         "RFC 3339 time as UtcDatetime, from 1970-01-01 (at UTC or west of it) to 2106-02-05: "
         "what ClickHouse DateTime stores",
-        json_format="date-time",
     ),
 ]
 
@@ -239,14 +245,9 @@ ENVELOPE_FIELDS = ("event_id", "type", "schema_version", "time", "source")
 
 
 class Stamped(Record):
-    """A record with an identity and a time (``event_id``, ``type``, ``time``, ``source``)."""
+    """A record with (some of) the envelope fields: JSON input must carry every one it has."""
 
     ON_THE_WIRE: ClassVar[frozenset[str]] = frozenset()
-
-    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
-    type: str
-    time: UtcDatetime = Field(default_factory=utc_now)
-    source: str = Field(min_length=1, max_length=128, description="Which process wrote it, e.g. 'ami/pbx1'")
 
     @model_validator(mode="after")
     def _envelope_on_the_wire(self, info: ValidationInfo) -> Stamped:
@@ -269,8 +270,11 @@ class Envelope(Stamped):
     """Common header of every stream record. ``type`` is fixed per subclass (a Literal) and is the
     union discriminator."""
 
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
     #: a record newer than this code is refused (and dead-lettered as unknown_schema_version)
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    time: UtcDatetime = Field(default_factory=utc_now)
+    source: str = Field(min_length=1, max_length=128, description="Which process wrote it, e.g. 'ami/pbx1'")
 
 
 class DeadLetter(Stamped):
@@ -279,7 +283,10 @@ class DeadLetter(Stamped):
     It has no ``schema_version``: its shape is that of this class, whatever the version of the record
     it carries (docs/contracts/README.md)."""
 
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     type: Literal["dead_letter"] = "dead_letter"
+    time: UtcDatetime = Field(default_factory=utc_now)
+    source: str
     source_topic: str
     source_partition: int | None = None
     source_offset: int | None = None
