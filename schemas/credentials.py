@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from schemas.envelope import Record
 from schemas.reference import EntityId
@@ -28,6 +28,10 @@ PasswordHash = Annotated[
     str,
     Field(
         pattern=r"^pbkdf2_sha256\$[1-9][0-9]{0,6}\$[^$]+\$[0-9a-fA-F]{64}$",
+        # the published schema says the iterations' bound (_iterations_in_range) in its pattern
+        json_schema_extra={
+            "pattern": r"^pbkdf2_sha256\$(?:[1-9][0-9]{0,5}|1[0-9]{6}|2000000)\$[^$]+\$[0-9a-fA-F]{64}$"
+        },
         description="pbkdf2_sha256$<iterations>$<salt>$<hex digest>; 1 to 2,000,000 iterations",
     ),
 ]
@@ -37,6 +41,17 @@ WebUsername = Annotated[str, Field(min_length=1, max_length=200)]
 
 class WebLogin(Record):
     """How a user logs in to the web API: a username and password hash, an API key, both or none."""
+
+    #: ``_password_needs_a_username`` as JSON Schema
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "required": ["web_password_hash"],
+                "properties": {"web_password_hash": {"type": "string"}},
+            },
+            "then": {"required": ["web_username"], "properties": {"web_username": {"type": "string"}}},
+        }
+    )
 
     web_username: WebUsername | None = None
     web_password_hash: PasswordHash | None = None
