@@ -17,6 +17,7 @@ must then give exactly such a rule as its reason.
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -195,9 +196,10 @@ def like_it_but_wrong(current: Any) -> list[Any]:
         out += [current + "\n", " " + current, current.lower(), current.upper()]
         try:
             number = float(current)
-            out += [number, int(number)]
         except ValueError:
-            pass
+            number = math.inf
+        if math.isfinite(number):  # "inf" and "nan" have no JSON number
+            out += [number, int(number)]
         if current[:4].isdigit() and current[4:5] == "-":  # a time
             out += [1700000000, current.replace("T", " "), current.rstrip("Z")]
     return out
