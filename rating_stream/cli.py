@@ -151,14 +151,33 @@ def rerate_cmd(
 @bench_app.command("rating")
 def bench_rating_cmd(
     legs: int = typer.Option(200_000, help="legs to push through each path"),
-    batch_max: int = typer.Option(20_000, help="legs per rater transaction"),
+    batch_max: int = typer.Option(20_000, help="legs per rater transaction at most"),
     rounds: int = typer.Option(3, min=1, help="rounds on fresh topics; medians are reported"),
+    latency: bool = typer.Option(
+        False, "--latency", help="also measure leg -> ClickHouse latency at a steady --rate"
+    ),
+    rate: float = typer.Option(500.0, help="legs/s offered in the latency run"),
+    seconds: float = typer.Option(20.0, help="length of the latency run, after 3 s of warm-up"),
     keep: bool = typer.Option(False, help="keep the bench topics and tables afterwards"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object at the end"),
 ) -> None:
-    """Legs/s rated and stored vs. a raw pass-through on the same stack, and their ratio."""
-    from rating_stream.bench import run_rounds
+    """Legs/s rated and stored vs. a raw pass-through on the same stack, their ratio, the CPU per leg
+    and (--latency) leg -> ClickHouse latency; exits 1 if a round did not store every leg."""
+    import json
 
-    run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep)
+    from rating_stream.bench import CountMismatch, run_latency, run_rounds
+
+    echo = (lambda text: print(text, file=sys.stderr)) if as_json else print
+    try:
+        summary = run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep, echo=echo)
+        figures = summary.as_dict()
+        if latency:
+            figures["latency"] = run_latency(rate=rate, seconds=seconds, echo=echo).__dict__
+    except CountMismatch as exc:
+        typer.echo(f"error: the benchmark's counts do not add up: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(figures))
 
 
 @bench_app.command("processors")

@@ -124,7 +124,12 @@ class Rater(Stage):
                 self.opt.transactional_id,
                 **{
                     "transaction.timeout.ms": int(self.opt.txn_timeout_s * 1000),
-                    "linger.ms": 20,
+                    "linger.ms": 5,
+                    # a transaction's first produce to a partition waits until the broker has written
+                    # the previous transaction's markers (CONCURRENT_TRANSACTIONS) and is retried
+                    # after this backoff: librdkafka's default, 100 ms, was most of a leg's way to
+                    # ClickHouse (docs/rating.md, "Latency")
+                    "retry.backoff.ms": 10,
                     "queue.buffering.max.messages": 1_000_000,
                     "batch.size": 1_000_000,
                 },

@@ -103,7 +103,7 @@ _TIME = Annotated[datetime, msgspec.Meta(tz=True)]
 _LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
 
 
-class PayerWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class PayerWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     kind: PayerKind
     id: str
 
@@ -113,7 +113,7 @@ class PayerWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return f"{self.kind.value}:{self.id}"
 
 
-class LegWire(msgspec.Struct, forbid_unknown_fields=True):
+class LegWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """``FinishedLeg`` as the fast path decodes it: every field with its type and bounds; the
     patterns and the checks across fields follow in ``_checked``."""
 
@@ -209,7 +209,7 @@ def from_model(leg: FinishedLeg) -> LegWire:
     )
 
 
-class CdrWire(msgspec.Struct):
+class CdrWire(msgspec.Struct, gc=False):
     """``RatedCdr`` as the rater writes it, field for field in the order of the wire."""
 
     event_id: str
