@@ -346,10 +346,11 @@ class _Bench:
             names.topic("legs"),
             names.topic("cdr"),
             names.topic("balances"),
+            names.topic("ledger"),
             *names.config_topics.values(),
         ]
         compacted = {names.topic("balances"), *names.config_topics.values()}
-        partitioned = {names.topic("legs"), names.topic("cdr"), names.topic("balances")}
+        partitioned = {names.topic(t) for t in ("legs", "cdr", "balances", "ledger")}
         futures = self.admin.create_topics(
             [
                 NewTopic(
@@ -379,6 +380,7 @@ class _Bench:
             legs_topic=names.topic("legs"),
             cdr_topic=names.topic("cdr"),
             balances_topic=names.topic("balances"),
+            ledger_topic=names.topic("ledger"),
             reference_topics=tuple(names.config_topics.values()),
             reference_aliases={v: k for k, v in names.config_topics.items()},
             batch_max=batch_max,

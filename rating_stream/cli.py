@@ -48,6 +48,7 @@ def rating_cmd(
     legs_topic: str = typer.Option("callback.legs", hidden=True),
     cdr_topic: str = typer.Option("cdr.rated", hidden=True),
     balances_topic: str = typer.Option("accounts.balances", hidden=True),
+    ledger_topic: str = typer.Option("accounts.ledger", hidden=True),
     group_id: str = typer.Option("callback-rater", hidden=True),
     idle_exit_s: float | None = typer.Option(None, hidden=True, help="exit after this long without legs"),
     dedupe_window_s: float = typer.Option(
@@ -57,7 +58,8 @@ def rating_cmd(
         help="how long charged leg ids are remembered; a leg published before that goes to review",
     ),
 ) -> None:
-    """Rate finished legs, debit payers, write CDRs and balances: exactly once (Kafka transactions)."""
+    """Rate finished legs, debit payers, write CDRs, ledger entries and balances: exactly once (Kafka
+    transactions)."""
     from rating_stream import metrics
     from rating_stream.rater import RaterOptions, run_rater
 
@@ -68,6 +70,7 @@ def rating_cmd(
         legs_topic=legs_topic,
         cdr_topic=cdr_topic,
         balances_topic=balances_topic,
+        ledger_topic=ledger_topic,
         batch_max=batch_max,
         idle_exit_s=idle_exit_s,
         dedupe_window_s=dedupe_window_s,
