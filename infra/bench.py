@@ -124,13 +124,15 @@ def run_all(*, quick: bool = False, echo: Any = print) -> dict[str, Any]:
     }
     echo(f"machine: {result['machine']}; load average before: {result['load_before']}")
     kafka = kafka_roundtrip(messages=20_000 if quick else 200_000, echo=echo)
-    rated, passthrough = run_rounds(rounds=1 if quick else 3, legs=20_000 if quick else 200_000, echo=echo)
+    rating = run_rounds(rounds=1 if quick else 3, legs=20_000 if quick else 200_000, echo=echo)
+    rated, passthrough = rating.rated, rating.passthrough
     processors = run_bench(BenchOptions.quick() if quick else BenchOptions(), say=echo)
     result["kafka_roundtrip"] = kafka
     result["kafka_roundtrip_msgs_per_s"] = kafka["msgs_per_s"]
     result["rating_legs_per_s"] = round(rated)
     result["rating_passthrough_legs_per_s"] = round(passthrough)
     result["rating_vs_passthrough"] = round(rated / passthrough, 3) if passthrough else None
+    result["rating_cpu_us_per_leg"] = round(rating.rater_cpu_us, 1)
     result["processors"] = processors
     for key in (
         "callbacks_per_s",
@@ -161,21 +163,29 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     def below(value: Any, bound: float) -> bool | None:
         return None if value is None else value < bound
 
+    from rating_stream.bench import GOAL_CPU_US, GOAL_LEGS_PER_S, GOAL_RATIO
+
     bare, per_cb = r.get("bare_agent_events_per_s"), r.get("events_per_callback")
     cb_goal = 0.7 * bare / per_cb if bare and per_cb else None
     return [
         row("Kafka round trip, records/s", "reference", r.get("kafka_roundtrip_msgs_per_s"), None),
         row(
             "rating: rated and stored legs/s",
-            ">= 20,000",
+            f">= {GOAL_LEGS_PER_S:,}",
             r.get("rating_legs_per_s"),
-            at_least(r.get("rating_legs_per_s"), 20_000),
+            at_least(r.get("rating_legs_per_s"), GOAL_LEGS_PER_S),
         ),
         row(
             "rating: rated / pass-through",
-            ">= 0.5",
+            f">= {GOAL_RATIO}",
             r.get("rating_vs_passthrough"),
-            at_least(r.get("rating_vs_passthrough"), 0.5),
+            at_least(r.get("rating_vs_passthrough"), GOAL_RATIO),
+        ),
+        row(
+            "rating: rater CPU per leg, us",
+            f"<= {GOAL_CPU_US:.0f}",
+            r.get("rating_cpu_us_per_leg"),
+            below(r.get("rating_cpu_us_per_leg"), GOAL_CPU_US + 1e-9),
         ),
         row(
             "processors: sustained callbacks/s",

@@ -100,6 +100,8 @@ class BatchResult:
 
     cdrs: list[tuple[bytes, bytes]] = field(default_factory=list)
     balances: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: one ``accounts.ledger`` entry per charged leg, in the order charged
+    ledger: list[tuple[bytes, bytes]] = field(default_factory=list)
     rejected: list[tuple[int, Rejected]] = field(default_factory=list)  # (index in batch, why)
     duplicates: int = 0
     rated_by_leg: dict[str, int] = field(default_factory=dict)
@@ -183,7 +185,7 @@ class RatingBatch:
         try:
             cdr = cdr_json(leg, q, version=self._version, rated_at=self._rated_at, source=self._source)
             if price > 0:  # raises, changing nothing, if the balance would leave Decimal(18, 8)
-                self._ledger_batch.debit(terms.opening, price, leg_id)
+                self._ledger_batch.debit(terms.opening, price, leg_id, self._version)
         except RatingError as exc:
             return Rejected(exc.kind, exc.reason, leg_id)
         except (ArithmeticError, ValueError) as exc:
@@ -213,8 +215,12 @@ class RatingBatch:
             ) from None
 
     def finish(self) -> BatchResult:
-        """Add the latest balance of every payer charged in this batch (one update per payer:
-        the topic is compacted, so intermediate balances would be overwritten anyway)."""
+        """Add the ledger entry of every charge, and the latest balance of every payer charged in
+        this batch (one update per payer: the topic is compacted, so intermediate balances would
+        be overwritten anyway)."""
+        ledger, source, at = self.result.ledger, self._source, self._rated_at
+        for entry in self._ledger_batch.entries:
+            ledger.append((entry.account.key.encode(), entry.ledger_json(source=source, at=at)))
         for change in self._ledger_batch.changes():
             update = change.balance_update(source=self._source, at=self._rated_at)
             self.result.balances.append((change.account.key.encode(), update.model_dump_json().encode()))

@@ -28,15 +28,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import base_config
 from callback.reference_feed import RATING_TOPICS
-from rating_stream.cdr import LEG_COLUMNS, _epoch
+from rating_stream.cdr import LEG_COLUMNS, epoch
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
 from rating_stream.rater import Rater, RaterOptions
 from rating_stream.sink import CdrSink, SinkOptions
+from rating_stream.wire import LegWire
 
 #: the pass-through table: the finished leg's columns of ``cdr``, with their types, in a plain MergeTree
 RAW_COLUMNS = LEG_COLUMNS
@@ -53,37 +56,42 @@ VIEW_TABLES = (
 )
 
 
-def leg_row(d: dict[str, Any]) -> tuple:
-    """A finished leg's JSON object as a ``RAW_COLUMNS`` row: the same parsing a sink does, no rating.
+def leg_row(value: bytes) -> tuple:
+    """A finished leg's record as a ``RAW_COLUMNS`` row: the same reading a sink does (msgspec, types
+    checked, times parsed natively), no rating.
 
     Positional like ``cdr_row``, for the same speed; a unit test holds it to ``cdr_row``'s values."""
-    start, start_ms = _epoch(d["started_at"])
-    end, end_ms = _epoch(d["ended_at"])
-    answer, answer_ms = _epoch(d["answered_at"]) if d.get("answered_at") else (None, 0)
-    payer = d["payer"]
+    d = _read_leg(value)
+    start, start_ms = epoch(d.started_at)
+    end, end_ms = epoch(d.ended_at)
+    answer, answer_ms = epoch(d.answered_at) if d.answered_at is not None else (None, 0)
+    payer = d.payer
     return (
-        d["leg_id"],
-        d["callback_id"],
-        int(d["attempt"]),
-        d["leg"],
-        d.get("src") or "",
-        d["dst"],
-        d.get("did") or "",
-        d.get("pbx_id") or "",
+        d.leg_id,
+        d.callback_id,
+        d.attempt,
+        d.leg.value,  # the driver's Enum8 column takes the text, not a Python enum
+        d.src or "",
+        d.dst,
+        d.did or "",
+        d.pbx_id or "",
         start,
         start_ms,
         answer,
         answer_ms,
         end,
         end_ms,
-        d["disposition"],
-        d.get("q850_cause"),
-        d.get("sip_code"),
-        payer["kind"],
-        payer["id"],
-        d.get("auth_method") or "",
-        d.get("final_state") or "",
+        d.disposition.value,
+        d.q850_cause,
+        d.sip_code,
+        payer.kind.value,
+        payer.id,
+        d.auth_method.value if d.auth_method is not None else "",
+        d.final_state.value if d.final_state is not None else "",
     )
+
+
+_read_leg = msgspec.json.Decoder(LegWire).decode
 
 
 @dataclass
@@ -104,37 +112,75 @@ class Names:
 # --- child processes (spawned: librdkafka state must not be forked) -------------------------------
 
 
-def _rater_child(opts: RaterOptions, first: Any, done: Any) -> None:
+@dataclass
+class Clocks:
+    """Shared with a child process: wall time of its first record, the count done, and the process
+    CPU time (every thread: librdkafka's too) at its first record and at its last batch."""
+
+    first: Any
+    done: Any
+    cpu_first: Any
+    cpu_last: Any
+
+    @classmethod
+    def make(cls, ctx: Any) -> Clocks:
+        return cls(
+            ctx.RawValue("d", 0.0), ctx.RawValue("q", 0), ctx.RawValue("d", 0.0), ctx.RawValue("d", 0.0)
+        )
+
+    def started(self) -> None:
+        if self.first.value == 0:
+            self.first.value = time.time()
+            self.cpu_first.value = time.process_time()
+
+    def progressed(self, total: int) -> None:
+        self.cpu_last.value = time.process_time()
+        self.done.value = total
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_last.value - self.cpu_first.value
+
+
+def _rater_child(opts: RaterOptions, clocks: Clocks) -> None:
     rater = Rater(opts)
     take, settled = rater.take, rater.settled
 
     def timed_take(msg: Any) -> None:
-        if first.value == 0:
-            first.value = time.time()
+        clocks.started()
         take(msg)
 
     def counted(rated: Any, committed: bool) -> None:
         settled(rated, committed)
-        done.value += len(rated.msgs)
+        if committed:
+            clocks.progressed(clocks.done.value + len(rated.msgs))
 
     rater.take = timed_take  # type: ignore[method-assign]
     rater.settled = counted  # type: ignore[method-assign]
     rater.run()
 
 
-def _sink_child(opts: SinkOptions, raw: bool, first: Any, done: Any) -> None:
-    def stored(total: int) -> None:
-        done.value = total
-
-    sink = CdrSink(opts, row=leg_row, on_stored=stored) if raw else CdrSink(opts, on_stored=stored)
-    take = sink.take
+def _sink_child(opts: SinkOptions, raw: bool, clocks: Clocks, stored_keys: Any = None) -> None:
+    """A sink (the real one, or the pass-through's when ``raw``); with ``stored_keys`` (a queue) it
+    reports (time stored, keys) of every batch, for the latency run."""
+    sink = (
+        CdrSink(opts, row=leg_row, on_stored=clocks.progressed)
+        if raw
+        else CdrSink(opts, on_stored=clocks.progressed)
+    )
+    take, settled = sink.take, sink.settled
 
     def timed_take(msg: Any) -> None:
-        if first.value == 0:
-            first.value = time.time()
+        clocks.started()
         take(msg)
 
+    def reported(stored: Any, committed: bool) -> None:
+        settled(stored, committed)
+        stored_keys.put((time.time(), [m.key() for m in stored.msgs]))
+
     sink.take = timed_take  # type: ignore[method-assign]
+    if stored_keys is not None:
+        sink.settled = reported  # type: ignore[method-assign]
     sink.run()
 
 
@@ -142,10 +188,19 @@ def _sink_child(opts: SinkOptions, raw: bool, first: Any, done: Any) -> None:
 class Timing:
     legs: int
     seconds: float
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.legs / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_leg(self) -> float:
+        return self.cpu_s / self.legs * 1e6 if self.legs else 0.0
+
+
+class CountMismatch(RuntimeError):
+    """The benchmark did not store what it produced: its figures would be about something else."""
 
 
 def _wait(done: Any, legs: int, procs: list[mp.process.BaseProcess], timeout_s: float) -> float:
@@ -168,136 +223,333 @@ def _stop(procs: list[mp.process.BaseProcess]) -> None:
         p.join(60)
 
 
+def _check_count(what: str, got: int, want: int) -> None:
+    if got != want:
+        raise CountMismatch(f"{what}: {got} rows stored for {want} legs produced")
+
+
+@dataclass
+class Round:
+    passthrough: Timing
+    rated: Timing
+    rater_cpu_us: float
+    sink_cpu_us: float
+    passthrough_cpu_us: float
+
+    @property
+    def ratio(self) -> float:
+        return self.rated.rate / self.passthrough.rate if self.passthrough.rate else 0.0
+
+
+@dataclass
+class Summary:
+    """Medians of the rounds, and the goals of docs/rating.md ("Speed")."""
+
+    rounds: list[Round]
+    legs: int
+    load_before: list[float]
+    load_after: list[float]
+
+    @property
+    def rated(self) -> float:
+        return statistics.median(r.rated.rate for r in self.rounds)
+
+    @property
+    def passthrough(self) -> float:
+        return statistics.median(r.passthrough.rate for r in self.rounds)
+
+    @property
+    def ratio(self) -> float:
+        return self.rated / self.passthrough if self.passthrough else 0.0
+
+    @property
+    def rater_cpu_us(self) -> float:
+        return statistics.median(r.rater_cpu_us for r in self.rounds)
+
+    @property
+    def sink_cpu_us(self) -> float:
+        return statistics.median(r.sink_cpu_us for r in self.rounds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "legs": self.legs,
+            "rounds": len(self.rounds),
+            "rated_legs_per_s": round(self.rated),
+            "passthrough_legs_per_s": round(self.passthrough),
+            "ratio": round(self.ratio, 3),
+            "rater_cpu_us_per_leg": round(self.rater_cpu_us, 1),
+            "sink_cpu_us_per_row": round(self.sink_cpu_us, 1),
+            "stored_checked": True,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+        }
+
+    def goals(self) -> list[tuple[str, str, float, bool]]:
+        return [
+            ("rater CPU per leg, us", "<= 15", self.rater_cpu_us, self.rater_cpu_us <= GOAL_CPU_US),
+            ("rated and stored, legs/s", ">= 40,000", self.rated, self.rated >= GOAL_LEGS_PER_S),
+            ("rated / pass-through", ">= 0.70", self.ratio, self.ratio >= GOAL_RATIO),
+        ]
+
+
+GOAL_CPU_US = 15.0
+GOAL_LEGS_PER_S = 40_000
+GOAL_RATIO = 0.7
+GOAL_P99_MS = 250.0
+
+
 def run_rounds(
     rounds: int = 3, legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, echo: Any = print
-) -> tuple[float, float]:
-    """``rounds`` independent benchmark rounds; returns the median (rated, pass-through) legs/s."""
+) -> Summary:
+    """``rounds`` independent benchmark rounds; their medians, checked counts and the goals."""
+    from infra.bench import load_average
+
+    load_before = load_average()
     echo(_machine())
-    rated: list[float] = []
-    passthrough: list[float] = []
+    results: list[Round] = []
     for i in range(rounds):
         echo(f"--- round {i + 1} of {rounds}")
-        r, p = run_bench(legs=legs, batch_max=batch_max, keep=keep, echo=echo, show_machine=False)
-        rated.append(r.rate)
-        passthrough.append(p.rate)
-    rated_median, passthrough_median = statistics.median(rated), statistics.median(passthrough)
-    ratio = rated_median / passthrough_median if passthrough_median else 0.0
-    met = rated_median >= 20_000 and ratio >= 0.5
-    echo(f"=== median of {rounds} rounds of {legs} legs")
-    echo(f"pass-through:      {passthrough_median:,.0f} legs/s  (rounds: "
-         f"{', '.join(f'{x:,.0f}' for x in passthrough)})")
-    echo(f"rated and stored:  {rated_median:,.0f} legs/s  (rounds: {', '.join(f'{x:,.0f}' for x in rated)})")
-    echo(f"ratio rated/pass-through: {ratio:.2f}  "
-         f"(goal >= 20,000 legs/s and >= 0.50: {'met' if met else 'NOT met'})")
-    return rated_median, passthrough_median
-
-
-def run_bench(
-    legs: int = 200_000,
-    batch_max: int = 20_000,
-    keep: bool = False,
-    echo: Any = print,
-    show_machine: bool = True,
-) -> tuple[Timing, Timing]:
-    names = Names(uuid.uuid4().hex[:8])
-    ctx = mp.get_context("spawn")
-    admin = AdminClient(base_config())
-    topics = [names.topic("legs"), names.topic("cdr"), names.topic("balances"), *names.config_topics.values()]
-    compacted = {names.topic("balances"), *names.config_topics.values()}
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                t,
-                6 if t in (names.topic("legs"), names.topic("cdr"), names.topic("balances")) else 1,
-                1,
-                config={"cleanup.policy": "compact"} if t in compacted else {},
-            )
-            for t in topics
-        ]
+        results.append(run_bench(legs=legs, batch_max=batch_max, keep=keep, echo=echo))
+    summary = Summary(results, legs, load_before, load_average())
+    echo(
+        f"=== median of {rounds} rounds of {legs} legs; every round stored exactly {legs} CDRs (FINAL) "
+        f"and {legs} pass-through rows; load average before {summary.load_before}, after {summary.load_after}"
     )
-    for f in futures.values():
-        f.result()
-    ch = clickhouse_client()
-    ch.execute(f"CREATE TABLE {names.table('cdr')} AS callback.cdr")
-    ch.execute(RAW_DDL.format(table=names.table("raw")))
-    _create_views(ch, names)
-    started: list[mp.process.BaseProcess] = []
-    try:
-        if show_machine:
-            echo(_machine())
+    echo(
+        f"pass-through:      {summary.passthrough:,.0f} legs/s  (rounds: "
+        f"{', '.join(f'{r.passthrough.rate:,.0f}' for r in results)})"
+    )
+    echo(
+        f"rated and stored:  {summary.rated:,.0f} legs/s  (rounds: "
+        f"{', '.join(f'{r.rated.rate:,.0f}' for r in results)})"
+    )
+    echo(f"ratio rated/pass-through: {summary.ratio:.2f}")
+    echo(
+        f"CPU per leg (process time, all threads): rater {summary.rater_cpu_us:.1f} us, sink "
+        f"{summary.sink_cpu_us:.1f} us, pass-through "
+        f"{statistics.median(r.passthrough_cpu_us for r in results):.1f} us"
+    )
+    for name, goal, value, met in summary.goals():
+        echo(f"goal {name}: {goal}: {value:,.2f} {'met' if met else 'NOT met'}")
+    return summary
+
+
+class _Bench:
+    """One benchmark's own topics and tables (created, then deleted unless ``keep``)."""
+
+    def __init__(self, keep: bool) -> None:
+        self.names = Names(uuid.uuid4().hex[:8])
+        self.keep = keep
+        self.admin = AdminClient(base_config())
+        names = self.names
+        self.topics = [
+            names.topic("legs"),
+            names.topic("cdr"),
+            names.topic("balances"),
+            names.topic("ledger"),
+            *names.config_topics.values(),
+        ]
+        compacted = {names.topic("balances"), *names.config_topics.values()}
+        partitioned = {names.topic(t) for t in ("legs", "cdr", "balances", "ledger")}
+        futures = self.admin.create_topics(
+            [
+                NewTopic(
+                    t,
+                    6 if t in partitioned else 1,
+                    1,
+                    config={"cleanup.policy": "compact"} if t in compacted else {},
+                )
+                for t in self.topics
+            ]
+        )
+        for f in futures.values():
+            f.result()
+        self.ch = clickhouse_client()
+        self.ch.execute(f"CREATE TABLE {names.table('cdr')} AS callback.cdr")
+        self.ch.execute(RAW_DDL.format(table=names.table("raw")))
+        _create_views(self.ch, names)
         publish_reference(names.run, topics=names.config_topics)
+        self.procs: list[mp.process.BaseProcess] = []
+        self.ctx = mp.get_context("spawn")
+
+    def rater_options(self, batch_max: int) -> RaterOptions:
+        names = self.names
+        return RaterOptions(
+            instance=names.run,
+            group_id=f"bench-{names.run}-rater",
+            legs_topic=names.topic("legs"),
+            cdr_topic=names.topic("cdr"),
+            balances_topic=names.topic("balances"),
+            ledger_topic=names.topic("ledger"),
+            reference_topics=tuple(names.config_topics.values()),
+            reference_aliases={v: k for k, v in names.config_topics.items()},
+            batch_max=batch_max,
+        )
+
+    def sink_options(self) -> SinkOptions:
+        names = self.names
+        return SinkOptions(
+            group_id=f"bench-{names.run}-sink", topic=names.topic("cdr"), table=names.table("cdr")
+        )
+
+    def start(self, target: Any, args: tuple, name: str) -> mp.process.BaseProcess:
+        proc = self.ctx.Process(target=target, args=args, name=name)
+        self.procs.append(proc)
+        proc.start()
+        return proc
+
+    def count(self, table: str, final: bool = False) -> tuple[int, Any]:
+        row = self.ch.execute(
+            f"SELECT count(), sum(price) FROM {table}{' FINAL' if final else ''}"
+            if table.endswith("_cdr")
+            else f"SELECT count(), 0 FROM {table}"
+        )[0]
+        return int(row[0]), row[1]
+
+    def close(self) -> None:
+        _stop([p for p in self.procs if p.pid is not None])
+        names = self.names
+        if not self.keep:
+            for view in VIEW_TABLES:
+                self.ch.execute(f"DROP TABLE IF EXISTS {names.table(view)}_mv")
+                self.ch.execute(f"DROP TABLE IF EXISTS {names.table(view)}")
+            self.ch.execute(f"DROP TABLE IF EXISTS {names.table('cdr')}")
+            self.ch.execute(f"DROP TABLE IF EXISTS {names.table('raw')}")
+            for f in self.admin.delete_topics(self.topics).values():
+                f.result()
+        self.ch.disconnect()
+
+
+def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, echo: Any = print) -> Round:
+    """One round: the pass-through, then the rater and the sink, from the same pre-produced legs."""
+    bench = _Bench(keep)
+    names = bench.names
+    try:
         t0 = time.monotonic()
         produce(names.topic("legs"), leg_records(make_legs(names.run, legs)), timeout_s=600)
         echo(f"produced {legs} legs to {names.topic('legs')} in {time.monotonic() - t0:.1f} s (not timed)")
 
-        first, done = ctx.RawValue("d", 0.0), ctx.RawValue("q", 0)
+        clocks = Clocks.make(bench.ctx)
         raw_opts = SinkOptions(
             group_id=f"bench-{names.run}-raw",
             topic=names.topic("legs"),
             table=names.table("raw"),
             columns=RAW_COLUMNS,
         )
-        procs = [ctx.Process(target=_sink_child, args=(raw_opts, True, first, done), name="pass-through")]
-        started += procs
-        for p in procs:
-            p.start()
-        end = _wait(done, legs, procs, 1800)
+        procs = [bench.start(_sink_child, (raw_opts, True, clocks), "pass-through")]
+        end = _wait(clocks.done, legs, procs, 1800)
         _stop(procs)
-        passthrough = Timing(legs, end - first.value)
+        passthrough = Timing(legs, end - clocks.first.value, clocks.cpu_s)
+        _check_count("pass-through table", bench.count(names.table("raw"))[0], legs)
         echo(
             f"pass-through (consume + insert unrated): {passthrough.rate:,.0f} legs/s "
-            f"({legs} legs in {passthrough.seconds:.2f} s)"
+            f"({legs} legs in {passthrough.seconds:.2f} s; {legs} rows stored)"
         )
 
-        first, rated, done = ctx.RawValue("d", 0.0), ctx.RawValue("q", 0), ctx.RawValue("q", 0)
-        rater_opts = RaterOptions(
-            instance=names.run,
-            group_id=f"bench-{names.run}-rater",
-            legs_topic=names.topic("legs"),
-            cdr_topic=names.topic("cdr"),
-            balances_topic=names.topic("balances"),
-            reference_topics=tuple(names.config_topics.values()),
-            reference_aliases={v: k for k, v in names.config_topics.items()},
-            batch_max=batch_max,
-        )
-        sink_opts = SinkOptions(
-            group_id=f"bench-{names.run}-sink", topic=names.topic("cdr"), table=names.table("cdr")
-        )
+        rater, sink = Clocks.make(bench.ctx), Clocks.make(bench.ctx)
         procs = [
-            ctx.Process(target=_rater_child, args=(rater_opts, first, rated), name="rater"),
-            ctx.Process(
-                target=_sink_child, args=(sink_opts, False, ctx.RawValue("d", 0.0), done), name="sink"
-            ),
+            bench.start(_rater_child, (bench.rater_options(batch_max), rater), "rater"),
+            bench.start(_sink_child, (bench.sink_options(), False, sink), "sink"),
         ]
-        started += procs
-        for p in procs:
-            p.start()
-        rater_end = _wait(rated, legs, procs, 1800)
-        end = _wait(done, legs, procs, 1800)
+        rater_end = _wait(rater.done, legs, procs, 1800)
+        end = _wait(sink.done, legs, procs, 1800)
         _stop(procs)
-        rated_stored = Timing(legs, end - first.value)
-        echo(f"  (the rater alone committed all legs after {rater_end - first.value:.2f} s)")
-        total = ch.execute(f"SELECT count(), sum(price) FROM {names.table('cdr')} FINAL")[0]
+        rated = Timing(legs, end - rater.first.value)
+        stored, revenue = bench.count(names.table("cdr"), final=True)
+        _check_count("CDR table (FINAL)", stored, legs)
+        echo(f"  (the rater alone committed all legs after {rater_end - rater.first.value:.2f} s)")
         echo(
-            f"rated and stored (rater + sink processes):  {rated_stored.rate:,.0f} legs/s "
-            f"({legs} legs in {rated_stored.seconds:.2f} s; {total[0]} CDRs, revenue {total[1]})"
+            f"rated and stored (rater + sink processes):  {rated.rate:,.0f} legs/s "
+            f"({legs} legs in {rated.seconds:.2f} s; {stored} CDRs, revenue {revenue})"
         )
-        ratio = rated_stored.rate / passthrough.rate if passthrough.rate else 0.0
-        met = rated_stored.rate >= 20_000 and ratio >= 0.5
-        verdict = "met" if met else "NOT met"
-        echo(f"ratio rated/pass-through: {ratio:.2f}  (goal >= 20,000 legs/s and >= 0.50: {verdict})")
-        return rated_stored, passthrough
+        result = Round(
+            passthrough,
+            rated,
+            rater_cpu_us=rater.cpu_s / legs * 1e6,
+            sink_cpu_us=sink.cpu_s / legs * 1e6,
+            passthrough_cpu_us=passthrough.cpu_us_per_leg,
+        )
+        echo(
+            f"ratio rated/pass-through: {result.ratio:.2f}; CPU per leg: rater {result.rater_cpu_us:.1f} us, "
+            f"sink {result.sink_cpu_us:.1f} us"
+        )
+        return result
     finally:
-        _stop([p for p in started if p.pid is not None])
-        if not keep:
-            for view in VIEW_TABLES:
-                ch.execute(f"DROP TABLE IF EXISTS {names.table(view)}_mv")
-                ch.execute(f"DROP TABLE IF EXISTS {names.table(view)}")
-            ch.execute(f"DROP TABLE IF EXISTS {names.table('cdr')}")
-            ch.execute(f"DROP TABLE IF EXISTS {names.table('raw')}")
-            for f in admin.delete_topics(topics).values():
-                f.result()
-        ch.disconnect()
+        bench.close()
+
+
+@dataclass
+class Latency:
+    rate: float
+    legs: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def met(self) -> bool:
+        return self.p99_ms < GOAL_P99_MS
+
+
+def run_latency(
+    rate: float = 500.0, seconds: float = 20.0, warmup_s: float = 3.0, echo: Any = print
+) -> Latency:
+    """Leg -> ClickHouse latency at a steady ``rate``: legs produced paced (every 10 ms, with the
+    pipeline's producer settings and linger.ms 5), each one's produce time kept; the real rater and
+    sink run as processes and the sink reports when each batch was stored. Latency = stored -
+    produced, per leg, for the legs after ``warmup_s``; every leg must be stored."""
+    from confluent_kafka import Producer
+
+    from callback.kafka_io import producer_config
+
+    bench = _Bench(keep=False)
+    names = bench.names
+    try:
+        stored_q = bench.ctx.Queue()
+        rater, sink = Clocks.make(bench.ctx), Clocks.make(bench.ctx)
+        procs = [
+            bench.start(_rater_child, (bench.rater_options(20_000), rater), "rater"),
+            bench.start(_sink_child, (bench.sink_options(), False, sink, stored_q), "sink"),
+        ]
+        total = int(rate * (warmup_s + seconds))
+        legs = list(leg_records(make_legs(names.run, total)))
+        producer = Producer(producer_config(**{"linger.ms": 5}))
+        produced: dict[bytes, float] = {}
+        keys = [orjson.loads(value)["leg_id"].encode() for _key, value in legs]
+        t0 = time.time()
+        for i, (key, value) in enumerate(legs):
+            wait = t0 + i / rate - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            producer.poll(0)
+            produced[keys[i]] = time.time()
+            producer.produce(names.topic("legs"), value, key)
+        producer.flush(30)
+        stored: dict[bytes, float] = {}
+        deadline = time.monotonic() + 120
+        while len(stored) < total and time.monotonic() < deadline:
+            for p in procs:
+                if not p.is_alive():
+                    raise RuntimeError(f"{p.name} exited with {p.exitcode}")
+            try:
+                at, batch = stored_q.get(timeout=1)
+            except Exception:  # noqa: BLE001 - queue.Empty: keep waiting
+                continue
+            for k in batch:
+                stored.setdefault(k, at)
+        _check_count("legs stored in the latency run", len(stored), total)
+        measured = sorted((stored[k] - produced[k]) * 1000 for k in keys[int(rate * warmup_s) :])
+        q = statistics.quantiles(measured, n=100, method="inclusive")
+        result = Latency(rate, len(measured), round(q[49], 1), round(q[98], 1), round(measured[-1], 1))
+        echo(
+            f"latency leg -> ClickHouse at {rate:,.0f} legs/s over {seconds:.0f} s ({result.legs} legs "
+            f"after {warmup_s:.0f} s of warm-up, every one stored): p50 {result.p50_ms} ms, "
+            f"p99 {result.p99_ms} ms, max {result.max_ms} ms "
+            f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if result.met else 'NOT met'})"
+        )
+        return result
+    finally:
+        bench.close()
 
 
 def _create_views(ch: Any, names: Names) -> None:

@@ -48,6 +48,7 @@ def rating_cmd(
     legs_topic: str = typer.Option("callback.legs", hidden=True),
     cdr_topic: str = typer.Option("cdr.rated", hidden=True),
     balances_topic: str = typer.Option("accounts.balances", hidden=True),
+    ledger_topic: str = typer.Option("accounts.ledger", hidden=True),
     group_id: str = typer.Option("callback-rater", hidden=True),
     idle_exit_s: float | None = typer.Option(None, hidden=True, help="exit after this long without legs"),
     dedupe_window_s: float = typer.Option(
@@ -57,7 +58,8 @@ def rating_cmd(
         help="how long charged leg ids are remembered; a leg published before that goes to review",
     ),
 ) -> None:
-    """Rate finished legs, debit payers, write CDRs and balances: exactly once (Kafka transactions)."""
+    """Rate finished legs, debit payers, write CDRs, ledger entries and balances: exactly once (Kafka
+    transactions)."""
     from rating_stream import metrics
     from rating_stream.rater import RaterOptions, run_rater
 
@@ -68,6 +70,7 @@ def rating_cmd(
         legs_topic=legs_topic,
         cdr_topic=cdr_topic,
         balances_topic=balances_topic,
+        ledger_topic=ledger_topic,
         batch_max=batch_max,
         idle_exit_s=idle_exit_s,
         dedupe_window_s=dedupe_window_s,
@@ -151,14 +154,33 @@ def rerate_cmd(
 @bench_app.command("rating")
 def bench_rating_cmd(
     legs: int = typer.Option(200_000, help="legs to push through each path"),
-    batch_max: int = typer.Option(20_000, help="legs per rater transaction"),
+    batch_max: int = typer.Option(20_000, help="legs per rater transaction at most"),
     rounds: int = typer.Option(3, min=1, help="rounds on fresh topics; medians are reported"),
+    latency: bool = typer.Option(
+        False, "--latency", help="also measure leg -> ClickHouse latency at a steady --rate"
+    ),
+    rate: float = typer.Option(500.0, help="legs/s offered in the latency run"),
+    seconds: float = typer.Option(20.0, help="length of the latency run, after 3 s of warm-up"),
     keep: bool = typer.Option(False, help="keep the bench topics and tables afterwards"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object at the end"),
 ) -> None:
-    """Legs/s rated and stored vs. a raw pass-through on the same stack, and their ratio."""
-    from rating_stream.bench import run_rounds
+    """Legs/s rated and stored vs. a raw pass-through on the same stack, their ratio, the CPU per leg
+    and (--latency) leg -> ClickHouse latency; exits 1 if a round did not store every leg."""
+    import json
 
-    run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep)
+    from rating_stream.bench import CountMismatch, run_latency, run_rounds
+
+    echo = (lambda text: print(text, file=sys.stderr)) if as_json else print
+    try:
+        summary = run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep, echo=echo)
+        figures = summary.as_dict()
+        if latency:
+            figures["latency"] = run_latency(rate=rate, seconds=seconds, echo=echo).__dict__
+    except CountMismatch as exc:
+        typer.echo(f"error: the benchmark's counts do not add up: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(figures))
 
 
 @bench_app.command("processors")

@@ -25,7 +25,7 @@ Rules (docs/rating.md, "Rating rules"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, DecimalException
 
 from rating_stream.prefix_index import PrefixIndex
@@ -61,6 +61,9 @@ class CompiledTariff:
     tariff: Tariff
     index: PrefixIndex[Rate]
     quantum: Decimal
+    #: (rate, billed seconds) -> price_terms: a tariff prices the same few durations over and over
+    #: (increments make billed seconds coarse); bounded, and dropped with the compiled tariff
+    priced: dict[tuple[int, int], tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, tariff: Tariff) -> CompiledTariff:
@@ -107,6 +110,10 @@ class Quote:
     def matched(self) -> bool:
         """False when no rate matched (only possible for an unanswered leg)."""
         return self.rate is not UNRATED
+
+
+#: price_terms remembered per compiled tariff, at most
+_PRICED_MAX = 100_000
 
 
 def billable_seconds(billsec_ms: int) -> int:
@@ -162,8 +169,14 @@ def quote(tariff: CompiledTariff, number: str, billsec_ms: int, answered: bool =
             f"leg answered {billable} s is billed {billed} s, more than the {MAX_BILLED_S} s (7 days) a "
             "leg may be billed; it goes to review instead of being charged",
         )
+    priced = tariff.priced
+    cached = priced.get((id(rate), billed))
     try:
-        fee, duration_charge, price = price_terms(rate, billed, tariff.quantum)
+        if cached is None:
+            cached = price_terms(rate, billed, tariff.quantum)
+            if len(priced) < _PRICED_MAX:
+                priced[(id(rate), billed)] = cached
+        fee, duration_charge, price = cached
     except DecimalException as exc:  # InvalidOperation, Overflow, ...: a rate no validation checked
         raise RatingError(
             "unpriceable",

@@ -1,9 +1,9 @@
 """``callback rating``: consume finished legs, price them, debit payers, exactly once.
 
-One Kafka transaction per batch (thousands of legs): the CDRs (``cdr.rated``), the payers' new
-balances (``accounts.balances``), any dead letters and the consumer offsets of the batch are
-committed together or not at all. A crash anywhere leaves either the whole batch committed or
-none of it; the restarted rater
+One Kafka transaction per batch (thousands of legs): the CDRs (``cdr.rated``), one ledger entry
+per charged leg (``accounts.ledger``), the payers' new balances (``accounts.balances``), any dead
+letters and the consumer offsets of the batch are committed together or not at all. A crash
+anywhere leaves either the whole batch committed or none of it; the restarted rater
 
 1. calls ``init_transactions`` with the same ``transactional.id``, which fences a zombie and
    aborts its open transaction,
@@ -51,7 +51,7 @@ from rating_stream import metrics
 from rating_stream.batch import LEG_CLOCK_SKEW_S, BatchResult, RatingBatch, RecentLegs
 from rating_stream.payer import Account, Ledger
 from schemas.rating import BalanceUpdate
-from schemas.topics import ACCOUNTS_BALANCES, CALLBACK_LEGS, CDR_RATED
+from schemas.topics import ACCOUNTS_BALANCES, ACCOUNTS_LEDGER, CALLBACK_LEGS, CDR_RATED
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class RaterOptions:
     legs_topic: str = CALLBACK_LEGS.name
     cdr_topic: str = CDR_RATED.name
     balances_topic: str = ACCOUNTS_BALANCES.name
+    ledger_topic: str = ACCOUNTS_LEDGER.name
     #: topic whose dead-letter topic (dlq.<name>) receives unratable legs
     dead_letter_source: str = CALLBACK_LEGS.name
     reference_topics: tuple[str, ...] = REFERENCE_TOPICS
@@ -124,7 +125,12 @@ class Rater(Stage):
                 self.opt.transactional_id,
                 **{
                     "transaction.timeout.ms": int(self.opt.txn_timeout_s * 1000),
-                    "linger.ms": 20,
+                    "linger.ms": 5,
+                    # a transaction's first produce to a partition waits until the broker has written
+                    # the previous transaction's markers (CONCURRENT_TRANSACTIONS) and is retried
+                    # after this backoff: librdkafka's default, 100 ms, was most of a leg's way to
+                    # ClickHouse (docs/rating.md, "Latency")
+                    "retry.backoff.ms": 10,
                     "queue.buffering.max.messages": 1_000_000,
                     "batch.size": 1_000_000,
                 },
@@ -231,7 +237,8 @@ class Rater(Stage):
         return done_future(_Rated(msgs, batch, batch.finish()))
 
     def produce(self, rated: _Rated) -> None:
-        """Inside the transaction: the CDRs, the balances and the dead letters of the batch."""
+        """Inside the transaction: the CDRs, the ledger entries, the balances and the dead letters
+        of the batch."""
         produce = self.producer.produce
         result, msgs = rated.result, rated.msgs
         cdr_topic, balances_topic = self.opt.cdr_topic, self.opt.balances_topic
@@ -239,6 +246,8 @@ class Rater(Stage):
             self._produce(produce, cdr_topic, key, value)
         for key, value in result.balances:
             self._produce(produce, balances_topic, key, value)
+        for key, value in result.ledger:
+            self._produce(produce, self.opt.ledger_topic, key, value)
         for index, why in result.rejected:
             msg = msgs[index]
             dead_letter(

@@ -160,7 +160,10 @@ def rerate(
         cdr = rated_cdr(leg, q, version=version + 1, rated_at=now, source="rerate")
         producer.produce(opt.cdr_topic, cdr.model_dump_json().encode(), leg.leg_id.encode())
         if q.price != old_price:
-            batch.adjust(terms.opening, q.price - old_price, leg.leg_id)
+            batch.adjust(terms.opening, q.price - old_price, leg.leg_id, version + 1)
+    for entry in batch.entries:
+        value = entry.ledger_json(source="rerate", at=now)
+        producer.produce(opt.ledger_topic, value, entry.account.key.encode())
     for change in batch.changes():
         update = change.balance_update(source="rerate", at=now)
         producer.produce(opt.balances_topic, update.model_dump_json().encode(), change.account.key.encode())

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 from clickhouse_driver import errors as ch_errors
 from confluent_kafka import Consumer, Message, Producer
@@ -59,7 +60,7 @@ from schemas.topics import CDR_RATED
 
 log = logging.getLogger(__name__)
 
-RowFn = Callable[[dict], tuple]
+RowFn = Callable[[bytes], tuple]
 
 #: how long to wait for an insert before pausing the consumer (well under max.poll.interval.ms)
 _PATIENCE_S = 2.0
@@ -218,9 +219,12 @@ class CdrSink(Stage):
     # --- the stage: what the loop does with a batch of CDRs ----------------------------------------
     def take(self, msg: Message) -> None:
         try:
-            self._rows.append(self._row(orjson.loads(msg.value())))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            kind = "malformed_json" if isinstance(exc, orjson.JSONDecodeError) else "invalid_schema"
+            self._rows.append(self._row(msg.value()))
+        except (msgspec.MsgspecError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            malformed = isinstance(exc, (orjson.JSONDecodeError, msgspec.DecodeError)) and not isinstance(
+                exc, msgspec.ValidationError
+            )
+            kind = "malformed_json" if malformed else "invalid_schema"
             self._reject(msg, f"{type(exc).__name__}: {exc}", kind)
             return
         self._msgs.append(msg)

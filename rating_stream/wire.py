@@ -103,7 +103,7 @@ _TIME = Annotated[datetime, msgspec.Meta(tz=True)]
 _LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
 
 
-class PayerWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class PayerWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     kind: PayerKind
     id: str
 
@@ -113,7 +113,7 @@ class PayerWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return f"{self.kind.value}:{self.id}"
 
 
-class LegWire(msgspec.Struct, forbid_unknown_fields=True):
+class LegWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """``FinishedLeg`` as the fast path decodes it: every field with its type and bounds; the
     patterns and the checks across fields follow in ``_checked``."""
 
@@ -186,34 +186,13 @@ def _checked(w: LegWire) -> bool:
 
 
 def from_model(leg: FinishedLeg) -> LegWire:
-    """A leg the model accepted, as rating reads it (the fast path's own type)."""
-    return LegWire(
-        event_id=leg.event_id,
-        time=leg.time,
-        source=leg.source,
-        leg_id=leg.leg_id,
-        callback_id=leg.callback_id,
-        leg=leg.leg,
-        dst=leg.dst,
-        started_at=leg.started_at,
-        ended_at=leg.ended_at,
-        disposition=leg.disposition,
-        payer=PayerWire(kind=leg.payer.kind, id=leg.payer.id),
-        schema_version=leg.schema_version,
-        type=leg.type,
-        attempt=leg.attempt,
-        pbx_id=leg.pbx_id,
-        did=leg.did,
-        src=leg.src,
-        answered_at=leg.answered_at,
-        q850_cause=leg.q850_cause,
-        sip_code=leg.sip_code,
-        auth_method=leg.auth_method,
-        final_state=leg.final_state,
-    )
+    """A leg the model accepted, as rating reads it (the fast path's own type, field for field)."""
+    fields = {name: getattr(leg, name) for name in LegWire.__struct_fields__}
+    fields["payer"] = PayerWire(kind=leg.payer.kind, id=leg.payer.id)
+    return LegWire(**fields)
 
 
-class CdrWire(msgspec.Struct):
+class CdrWire(msgspec.Struct, gc=False):
     """``RatedCdr`` as the rater writes it, field for field in the order of the wire."""
 
     event_id: str

@@ -1,7 +1,9 @@
-"""Rating outputs: rated CDRs (``cdr.rated``) and balances (``accounts.balances``)."""
+"""Rating outputs: rated CDRs (``cdr.rated``), balances (``accounts.balances``) and the per-leg
+balance ledger (``accounts.ledger``)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -79,13 +81,51 @@ class RatedCdr(Envelope):
 
 
 class BalanceUpdate(Envelope):
-    """The payer's balance after a charge; the compacted topic keeps the latest per payer."""
+    """A payer's balance after one rater transaction (a batch of legs), or after a re-rate.
+
+    The topic is compacted: it keeps the latest balance per payer, which is what a consumer that
+    wants "the balance now" reads. It is not a ledger: one record covers every charge the batch
+    made to the payer (``delta`` is their sum, ``leg_id`` the last of them, ``sequence`` the count
+    of charges so far), and compaction drops older records. The leg by leg history is
+    ``accounts.ledger`` (``LedgerEntry``), written in the same transaction."""
 
     type: Literal["balance.update"] = "balance.update"
     payer_kind: PayerKind
     payer_id: EntityId
     balance: Money
     currency: Currency
-    delta: Money = Field(description="signed change that produced this balance (negative = charge)")
-    leg_id: str | None = Field(default=None, description="leg whose charge produced it; None for top-ups")
-    sequence: int = Field(ge=0, description="charges applied to this payer so far")
+    delta: Money = Field(
+        description="signed sum of the changes this record covers (negative = charged): every "
+        "accounts.ledger entry of this payer since its previous balance record"
+    )
+    leg_id: str | None = Field(
+        default=None, description="the last leg whose charge this record covers; None for top-ups"
+    )
+    sequence: int = Field(ge=0, description="charges applied to this payer so far (its ledger's last)")
+
+
+class LedgerEntryKind(StrEnum):
+    CHARGE = "charge"  # a rated leg's price, debited
+    ADJUSTMENT = "adjustment"  # a re-rate: new price minus the old one (negative amount = refund)
+
+
+class LedgerEntry(Envelope):
+    """One change to one payer's balance, leg by leg: the ``accounts.ledger`` topic.
+
+    Keyed by payer, so a payer's entries are in order on one partition; written in the rater's
+    transaction with the leg's CDR and the payer's ``BalanceUpdate``. A consumer rebuilds a payer's
+    history by folding its entries in order: each one's ``balance`` is the previous one's plus
+    ``amount``. ``event_id`` is deterministic (payer, leg, CDR version), so a consumer that reads
+    an entry twice (at-least-once, or read_uncommitted) can drop the copy. A leg priced at zero
+    changes no balance and has no entry."""
+
+    type: Literal["ledger.entry"] = "ledger.entry"
+    payer_kind: PayerKind
+    payer_id: EntityId
+    kind: LedgerEntryKind
+    leg_id: str = Field(min_length=1, max_length=160)
+    cdr_version: int = Field(ge=1, description="the CDR version (cdr.rated) this change goes with")
+    amount: Money = Field(description="signed change to the balance (negative = charged)")
+    balance: Money = Field(description="the payer's balance after this change")
+    currency: Currency
+    sequence: int = Field(ge=0, description="charges applied to this payer so far, this one included")

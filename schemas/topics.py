@@ -94,6 +94,14 @@ ACCOUNTS_BALANCES = TopicSpec(
     retention_ms=None,
     description="Latest balance of every payer (compacted)",
 )
+ACCOUNTS_LEDGER = TopicSpec(
+    "accounts.ledger",
+    "payer key '<kind>:<id>', as on accounts.balances",
+    "schemas.rating.LedgerEntry",
+    6,
+    retention_ms=30 * DAY_MS,
+    description="Every change to a payer's balance, leg by leg, in order per payer",
+)
 
 # --- the processors' own topics (docs/processors.md) ---------------------------------------------
 #: Faust application id of ``callback processors``: its consumer group, and the prefix of the
@@ -196,6 +204,7 @@ STREAM_TOPICS: tuple[TopicSpec, ...] = (
     CALLBACK_LEGS,
     CDR_RATED,
     ACCOUNTS_BALANCES,
+    ACCOUNTS_LEDGER,
     CALLBACK_CONTROL,
     CALLBACK_ADMISSION,
     SESSIONS_CHANGELOG,

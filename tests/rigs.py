@@ -92,7 +92,7 @@ def carrier_config_for(
 
 
 #: the topics of a rating run
-RATING_TOPICS = ("legs", "cdr", "balances")
+RATING_TOPICS = ("legs", "cdr", "balances", "ledger")
 
 
 def run_topics(run: str, partitions: int = 3, names: tuple[str, ...] = RATING_TOPICS) -> dict[str, str]:
@@ -128,6 +128,8 @@ def rater_args(run: str, topics: dict[str, str], batch_max: int) -> list[str]:
         topics["cdr"],
         "--balances-topic",
         topics["balances"],
+        "--ledger-topic",
+        topics["ledger"],
     ]
 
 

@@ -249,7 +249,7 @@ def test_the_largest_values_the_contract_allows_are_stored_as_they_are(stack):
     table = f"callback.bounds_{run}"
     try:
         ch.execute(f"CREATE TABLE {table} AS callback.cdr")
-        row = cdr_row(json.loads(top.model_dump_json()))
+        row = cdr_row(top.model_dump_json().encode())
         ch.execute(
             f"INSERT INTO {table} ({', '.join(CDR_COLUMNS)}) VALUES",
             [list(col) for col in zip(row, strict=True)],

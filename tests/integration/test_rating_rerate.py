@@ -10,7 +10,6 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-import orjson
 import pytest
 
 from infra.process import wait_until
@@ -127,7 +126,7 @@ def test_rerate_gives_legs_stored_before_destinations_their_name_at_the_same_pri
     leg = spain_minute(run, 0, day)
     q = quote(CompiledTariff.build(tariffs(run)[0]), leg.dst, leg.billsec_ms, True)
     old = rated_cdr(leg, q, version=1, rated_at=leg.ended_at, source="old")
-    row = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(old.model_dump_json())), strict=True))
+    row = dict(zip(CDR_COLUMNS, cdr_row(old.model_dump_json().encode()), strict=True))
     row["destination"] = ""
     ch = stack.clickhouse_client()
     ch.execute(f"INSERT INTO callback.cdr ({', '.join(CDR_COLUMNS)}) VALUES", [list(row.values())])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import msgspec
 import orjson
 import pytest
 
@@ -57,7 +58,7 @@ def test_row_fills_every_column_in_order(ref):
     for i, leg in enumerate(legs):
         batch.add(i, leg.model_dump_json().encode())
     for (_key, value), leg in zip(batch.finish().cdrs, legs, strict=True):
-        row = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(value)), strict=True))
+        row = dict(zip(CDR_COLUMNS, cdr_row(value), strict=True))
         assert row["leg_id"] == leg.leg_id and row["version"] == 1
         assert row["start_time"] == int(leg.started_at.timestamp())
         assert row["start_ms"] == leg.started_at.microsecond // 1000
@@ -65,7 +66,7 @@ def test_row_fills_every_column_in_order(ref):
         assert row["answer_time"] == int(answered.timestamp())
         assert row["billsec_ms"] == leg.billsec_ms and row["billsec"] == -(-leg.billsec_ms // 1000)
         assert row["rated_at"] == int(at.timestamp()) and row["rated_ms"] == 678
-        assert isinstance(row["price"], Decimal)
+        assert Decimal(row["price"]) == Decimal(orjson.loads(value)["price"])  # money as its text
 
 
 def test_leg_columns_are_the_legs_part_of_the_cdr_row(ref):
@@ -81,8 +82,8 @@ def test_leg_columns_are_the_legs_part_of_the_cdr_row(ref):
     cdrs = batch.finish().cdrs
     assert len(cdrs) == len(legs)
     for (_key, value), leg in zip(cdrs, legs, strict=True):
-        rated = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(value)), strict=True))
-        raw = dict(zip(LEG_COLUMNS, leg_row(orjson.loads(leg.model_dump_json())), strict=True))
+        rated = dict(zip(CDR_COLUMNS, cdr_row(value), strict=True))
+        raw = dict(zip(LEG_COLUMNS, leg_row(leg.model_dump_json().encode()), strict=True))
         assert raw == {column: rated[column] for column in LEG_COLUMNS}
 
 
@@ -93,9 +94,9 @@ def test_row_of_a_cdr_rated_before_destinations_has_an_empty_one(ref):
     batch.add(0, leg.model_dump_json().encode())
     [(_key, value)] = batch.finish().cdrs
     record = orjson.loads(value)
-    assert dict(zip(CDR_COLUMNS, cdr_row(record), strict=True))["destination"] != ""
+    assert dict(zip(CDR_COLUMNS, cdr_row(orjson.dumps(record)), strict=True))["destination"] != ""
     del record["destination"]
-    assert dict(zip(CDR_COLUMNS, cdr_row(record), strict=True))["destination"] == ""
+    assert dict(zip(CDR_COLUMNS, cdr_row(orjson.dumps(record)), strict=True))["destination"] == ""
 
 
 def test_unanswered_row_has_null_answer_time(ref):
@@ -103,8 +104,8 @@ def test_unanswered_row_has_null_answer_time(ref):
     batch = RatingBatch(ref, Ledger(), RecentLegs(60), source="r", rated_at=datetime.now(UTC))
     batch.add(0, leg.model_dump_json().encode())
     [(_key, value)] = batch.finish().cdrs
-    row = dict(zip(CDR_COLUMNS, cdr_row(orjson.loads(value)), strict=True))
-    assert row["answer_time"] is None and row["answer_ms"] == 0 and row["price"] == 0
+    row = dict(zip(CDR_COLUMNS, cdr_row(value), strict=True))
+    assert row["answer_time"] is None and row["answer_ms"] == 0 and Decimal(row["price"]) == 0
 
 
 def test_batch_rejects_and_duplicates(ref):
@@ -151,3 +152,28 @@ def test_a_reference_miss_catches_up_once_per_batch_then_rates(ref):
     result = batch.finish()
     assert len(result.cdrs) == 1 and calls == [1]
     assert [(i, r.error_kind) for i, r in result.rejected] == [(1, "unknown_payer")]
+
+
+@pytest.mark.parametrize(
+    "change, kind",
+    [
+        ({"price": 0.31}, "ValidationError"),
+        ({"started_at": "2026-11-30T12:00:00"}, "ValidationError"),
+        ({"leg": 7}, "ValidationError"),
+        ({"leg_id": None}, "ValidationError"),
+        ({"billed_s": "60"}, "ValidationError"),
+    ],
+)
+def test_a_record_that_is_not_a_cdr_is_refused_with_its_reason(ref, change, kind):
+    """What the sink dead-letters: ``cdr_row`` raises for it instead of building a bad row. (Text
+    that is no enumeration value or no number reaches ClickHouse, which refuses the row: the sink
+    splits the insert and dead-letters it, tests/integration/test_rating_refusals.py.)"""
+    leg = next(iter(_legs()))
+    batch = RatingBatch(ref, Ledger(), RecentLegs(60), source="r", rated_at=datetime.now(UTC))
+    batch.add(0, leg.model_dump_json().encode())
+    [(_key, value)] = batch.finish().cdrs
+    with pytest.raises(msgspec.MsgspecError) as caught:
+        cdr_row(orjson.dumps({**orjson.loads(value), **change}))
+    assert type(caught.value).__name__ == kind
+    with pytest.raises(msgspec.DecodeError):
+        cdr_row(b"{not json")
