@@ -8,7 +8,6 @@ rating bench's pass-through table and ``callback rerate``'s read take their colu
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, get_args
@@ -18,7 +17,7 @@ import msgspec
 from rating_stream.engine import Quote
 from rating_stream.wire import CdrWire, LegWire, encode_cdr
 from schemas.callback import FinishedLeg, ms_between
-from schemas.envelope import SCHEMA_VERSION
+from schemas.envelope import SCHEMA_VERSION, bounded_event_id
 from schemas.rating import RatedCdr
 from schemas.reference import Rate
 
@@ -116,8 +115,7 @@ def rated_cdr(leg: FinishedLeg, q: Quote, *, version: int, rated_at: datetime, s
 def cdr_event_id(leg_id: str, version: int) -> str:
     """Deterministic id of a CDR version: every charge carries a deterministic id
     (docs/architecture.md, "Guarantees")."""
-    readable = f"cdr:{leg_id}:{version}"
-    return readable if len(readable) <= 128 else "cdr:" + hashlib.sha256(readable.encode()).hexdigest()
+    return bounded_event_id(f"cdr:{leg_id}:{version}")
 
 
 #: Rate -> its CDR fields, formatted once. Rates are immutable and few (thousands at most), while a

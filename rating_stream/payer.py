@@ -19,7 +19,6 @@ balance record no consumer could read.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +29,7 @@ import orjson
 from callback.reference import ReferenceData
 from rating_stream.engine import CompiledTariff, RatingError
 from schemas.callback import Payer, PayerKind
-from schemas.envelope import MONEY_MAX, SCHEMA_VERSION
+from schemas.envelope import MONEY_MAX, SCHEMA_VERSION, bounded_event_id
 from schemas.rating import BalanceUpdate
 
 
@@ -183,8 +182,7 @@ class Entry:
 
 def ledger_event_id(payer_key: str, leg_id: str, cdr_version: int) -> str:
     """Deterministic id of a ledger entry: one payer, one leg, one CDR version."""
-    readable = f"ledger:{payer_key}:{leg_id}:{cdr_version}"
-    return readable if len(readable) <= 128 else "ledger:" + hashlib.sha256(readable.encode()).hexdigest()
+    return bounded_event_id(f"ledger:{payer_key}:{leg_id}:{cdr_version}")
 
 
 class LedgerBatch:

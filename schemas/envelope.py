@@ -10,6 +10,7 @@ envelope without ``schema_version``; reference records (``config.*``) have none
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -266,11 +267,24 @@ class Stamped(Record):
         return self.model_dump_json().encode()
 
 
+#: the longest ``event_id`` a record may carry
+EVENT_ID_MAX = 128
+
+
+def bounded_event_id(readable: str) -> str:
+    """A deterministic ``event_id`` (``kind:part:part...``, the same every time the record is
+    written: a charge's id, docs/architecture.md "Guarantees") as it is, or ``kind:`` and its
+    SHA-256 when it is longer than an event id may be."""
+    if len(readable) <= EVENT_ID_MAX:
+        return readable
+    return readable.split(":", 1)[0] + ":" + hashlib.sha256(readable.encode()).hexdigest()
+
+
 class Envelope(Stamped):
     """Common header of every stream record. ``type`` is fixed per subclass (a Literal) and is the
     union discriminator."""
 
-    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=EVENT_ID_MAX)
     #: a record newer than this code is refused (and dead-lettered as unknown_schema_version)
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     time: UtcDatetime = Field(default_factory=utc_now)
