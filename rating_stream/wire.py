@@ -151,13 +151,20 @@ _payer_id = _Pattern(Payer, "id")
 def decode_leg(value: bytes) -> LegWire:
     """A ``callback.legs`` record decoded; ``FinishedLeg.model_validate_json`` decides (and raises
     its ``ValidationError``) whenever the fast path cannot vouch for the record itself."""
+    leg = fast_leg(value)
+    return leg if leg is not None else from_model(FinishedLeg.model_validate_json(value))
+
+
+def fast_leg(value: bytes) -> LegWire | None:
+    """The fast path alone: the leg, when msgspec reads it and it passes ``_checked``; None when
+    the model must decide."""
     try:
-        wire = _decoder.decode(value)
+        leg = _decoder.decode(value)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        wire = None
-    if wire is None or not _checked(wire) or _LONG_FRACTION.search(value) is not None:
-        return from_model(FinishedLeg.model_validate_json(value))
-    return wire
+        return None
+    if not _checked(leg) or _LONG_FRACTION.search(value) is not None:
+        return None
+    return leg
 
 
 def _checked(w: LegWire) -> bool:
