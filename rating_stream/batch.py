@@ -29,7 +29,6 @@ from rating_stream.cdr import cdr_json
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import Ledger, LedgerBatch, PayerTerms, payer_terms
 from rating_stream.wire import LegWire, PayerWire, decode_leg
-from schemas.callback import ms_between
 from schemas.envelope import invalid_record
 
 log = logging.getLogger(__name__)
@@ -203,10 +202,8 @@ class RatingBatch:
         terms = self._terms.get(payer_key)
         if terms is None:
             terms = self._terms[payer_key] = payer_terms(payer, self._ref)
-        answered = leg.answered_at
-        billsec_ms = 0 if answered is None else ms_between(answered, leg.ended_at)
         try:
-            return terms, quote(terms.tariff, leg.dst, billsec_ms, answered is not None)
+            return terms, quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
         except (ArithmeticError, ValueError) as exc:  # quote's own checks raise RatingError; not this
             leg_id = leg.leg_id
             log.exception("leg %s: pricing on tariff %r failed", leg_id, terms.tariff.tariff_id)

@@ -16,7 +16,7 @@ import msgspec
 
 from rating_stream.engine import Quote
 from rating_stream.wire import CdrWire, LegWire, encode_cdr
-from schemas.callback import FinishedLeg, ms_between
+from schemas.callback import FinishedLeg
 from schemas.envelope import SCHEMA_VERSION, bounded_event_id
 from schemas.rating import RatedCdr
 from schemas.reference import Rate
@@ -153,41 +153,39 @@ def cdr_json(leg: LegWire, q: Quote, *, version: int, rated_at: datetime, source
     hold this to the contract (its output validates as ``RatedCdr`` and equals ``rated_cdr`` field
     by field) and to what the rater wrote before (``tests/unit/test_rating_golden.py``).
     """
-    w = leg
-    started, answered, ended = leg.started_at, leg.answered_at, leg.ended_at
-    payer = w.payer
+    payer = leg.payer
     return encode_cdr(
         CdrWire(
-            cdr_event_id(w.leg_id, version),
+            cdr_event_id(leg.leg_id, version),
             SCHEMA_VERSION,
             rated_at,
             source,
             "cdr.rated",
-            w.leg_id,
-            w.callback_id,
-            w.leg,
-            w.attempt,
+            leg.leg_id,
+            leg.callback_id,
+            leg.leg,
+            leg.attempt,
             version,
-            w.pbx_id,
-            w.did,
-            w.src,
-            w.dst,
-            started,
-            answered,
-            ended,
-            ms_between(started, ended),
-            0 if answered is None else ms_between(answered, ended),
+            leg.pbx_id,
+            leg.did,
+            leg.src,
+            leg.dst,
+            leg.started_at,
+            leg.answered_at,
+            leg.ended_at,
+            leg.duration_ms,
+            leg.billsec_ms,
             q.billed_s,
-            w.disposition,
-            w.q850_cause,
-            w.sip_code,
+            leg.disposition,
+            leg.q850_cause,
+            leg.sip_code,
             payer.kind,
             payer.id,
             q.tariff_id,
             format(q.price, "f"),
             q.currency,
-            w.auth_method,
-            w.final_state,
+            leg.auth_method,
+            leg.final_state,
             rated_at,
             *_rate_terms(q.rate),
         )

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import BaseModel
 
-from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, SessionState
+from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, SessionState, ms_between
 from schemas.envelope import CDR_TIME_MAX, CDR_TIME_MIN, Envelope
 from schemas.reference import AuthMethod
 
@@ -140,6 +140,15 @@ class LegWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     sip_code: _int(FinishedLeg, "sip_code") | None = None  # type: ignore[valid-type]
     auth_method: AuthMethod | None = None
     final_state: SessionState | None = None
+
+    @property
+    def duration_ms(self) -> int:
+        return ms_between(self.started_at, self.ended_at)
+
+    @property
+    def billsec_ms(self) -> int:
+        """As ``FinishedLeg.billsec_ms``: answered time, 0 for a leg never answered."""
+        return 0 if self.answered_at is None else ms_between(self.answered_at, self.ended_at)
 
 
 _decoder = msgspec.json.Decoder(LegWire)
