@@ -47,7 +47,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
-import orjson
 from clickhouse_driver import errors as ch_errors
 from confluent_kafka import Consumer, Message, Producer
 
@@ -221,9 +220,8 @@ class CdrSink(Stage):
         try:
             self._rows.append(self._row(msg.value()))
         except (msgspec.MsgspecError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            malformed = isinstance(exc, (orjson.JSONDecodeError, msgspec.DecodeError)) and not isinstance(
-                exc, msgspec.ValidationError
-            )
+            # msgspec's ValidationError is a DecodeError too: JSON it read, but not a CDR
+            malformed = isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError)
             kind = "malformed_json" if malformed else "invalid_schema"
             self._reject(msg, f"{type(exc).__name__}: {exc}", kind)
             return
