@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import base_config
 from callback.reference_feed import RATING_TOPICS
-from rating_stream.cdr import LEG_COLUMNS, epoch
+from rating_stream.cdr import LEG_COLUMNS, cdr_row, epoch
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
 from rating_stream.rater import Rater, RaterOptions
 from rating_stream.sink import CdrSink, SinkOptions
@@ -141,21 +140,27 @@ class Clocks:
     def cpu_s(self) -> float:
         return self.cpu_last.value - self.cpu_first.value
 
+    def start_at_first_record(self, stage: Any) -> None:
+        """Start the clocks when ``stage`` takes its first record."""
+        take = stage.take
+
+        def timed_take(msg: Any) -> None:
+            self.started()
+            take(msg)
+
+        stage.take = timed_take
+
 
 def _rater_child(opts: RaterOptions, clocks: Clocks) -> None:
     rater = Rater(opts)
-    take, settled = rater.take, rater.settled
-
-    def timed_take(msg: Any) -> None:
-        clocks.started()
-        take(msg)
+    settled = rater.settled
 
     def counted(rated: Any, committed: bool) -> None:
         settled(rated, committed)
         if committed:
             clocks.progressed(clocks.done.value + len(rated.msgs))
 
-    rater.take = timed_take  # type: ignore[method-assign]
+    clocks.start_at_first_record(rater)
     rater.settled = counted  # type: ignore[method-assign]
     rater.run()
 
@@ -163,22 +168,14 @@ def _rater_child(opts: RaterOptions, clocks: Clocks) -> None:
 def _sink_child(opts: SinkOptions, raw: bool, clocks: Clocks, stored_keys: Any = None) -> None:
     """A sink (the real one, or the pass-through's when ``raw``); with ``stored_keys`` (a queue) it
     reports (time stored, keys) of every batch, for the latency run."""
-    sink = (
-        CdrSink(opts, row=leg_row, on_stored=clocks.progressed)
-        if raw
-        else CdrSink(opts, on_stored=clocks.progressed)
-    )
-    take, settled = sink.take, sink.settled
-
-    def timed_take(msg: Any) -> None:
-        clocks.started()
-        take(msg)
+    sink = CdrSink(opts, row=leg_row if raw else cdr_row, on_stored=clocks.progressed)
+    settled = sink.settled
 
     def reported(stored: Any, committed: bool) -> None:
         settled(stored, committed)
         stored_keys.put((time.time(), [m.key() for m in stored.msgs]))
 
-    sink.take = timed_take  # type: ignore[method-assign]
+    clocks.start_at_first_record(sink)
     if stored_keys is not None:
         sink.settled = reported  # type: ignore[method-assign]
     sink.run()
@@ -234,7 +231,10 @@ class Round:
     rated: Timing
     rater_cpu_us: float
     sink_cpu_us: float
-    passthrough_cpu_us: float
+
+    @property
+    def passthrough_cpu_us(self) -> float:
+        return self.passthrough.cpu_us_per_leg
 
     @property
     def ratio(self) -> float:
@@ -398,13 +398,14 @@ class _Bench:
         proc.start()
         return proc
 
-    def count(self, table: str, final: bool = False) -> tuple[int, Any]:
-        row = self.ch.execute(
-            f"SELECT count(), sum(price) FROM {table}{' FINAL' if final else ''}"
-            if table.endswith("_cdr")
-            else f"SELECT count(), 0 FROM {table}"
-        )[0]
-        return int(row[0]), row[1]
+    def rows(self, what: str) -> int:
+        return int(self.ch.execute(f"SELECT count() FROM {self.names.table(what)}")[0][0])
+
+    def cdrs(self) -> tuple[int, Any]:
+        """(legs, revenue) in the CDR table under FINAL: each leg once."""
+        table = self.names.table("cdr")
+        count, revenue = self.ch.execute(f"SELECT count(), sum(price) FROM {table} FINAL")[0]
+        return int(count), revenue
 
     def close(self) -> None:
         _stop([p for p in self.procs if p.pid is not None])
@@ -440,7 +441,7 @@ def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, 
         end = _wait(clocks.done, legs, procs, 1800)
         _stop(procs)
         passthrough = Timing(legs, end - clocks.first.value, clocks.cpu_s)
-        _check_count("pass-through table", bench.count(names.table("raw"))[0], legs)
+        _check_count("pass-through table", bench.rows("raw"), legs)
         echo(
             f"pass-through (consume + insert unrated): {passthrough.rate:,.0f} legs/s "
             f"({legs} legs in {passthrough.seconds:.2f} s; {legs} rows stored)"
@@ -455,7 +456,7 @@ def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, 
         end = _wait(sink.done, legs, procs, 1800)
         _stop(procs)
         rated = Timing(legs, end - rater.first.value)
-        stored, revenue = bench.count(names.table("cdr"), final=True)
+        stored, revenue = bench.cdrs()
         _check_count("CDR table (FINAL)", stored, legs)
         echo(f"  (the rater alone committed all legs after {rater_end - rater.first.value:.2f} s)")
         echo(
@@ -467,7 +468,6 @@ def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, 
             rated,
             rater_cpu_us=rater.cpu_s / legs * 1e6,
             sink_cpu_us=sink.cpu_s / legs * 1e6,
-            passthrough_cpu_us=passthrough.cpu_us_per_leg,
         )
         echo(
             f"ratio rated/pass-through: {result.ratio:.2f}; CPU per leg: rater {result.rater_cpu_us:.1f} us, "
@@ -512,10 +512,11 @@ def run_latency(
             bench.start(_sink_child, (bench.sink_options(), False, sink, stored_q), "sink"),
         ]
         total = int(rate * (warmup_s + seconds))
-        legs = list(leg_records(make_legs(names.run, total)))
+        made = list(make_legs(names.run, total))
+        legs = list(leg_records(made))
+        keys = [leg.leg_id.encode() for leg in made]  # the CDR's key: what the sink reports
         producer = Producer(producer_config(**{"linger.ms": 5}))
         produced: dict[bytes, float] = {}
-        keys = [orjson.loads(value)["leg_id"].encode() for _key, value in legs]
         t0 = time.time()
         for i, (key, value) in enumerate(legs):
             wait = t0 + i / rate - time.time()
