@@ -21,6 +21,15 @@ from rating_stream.rater import read_balances
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, leg_id_for
 
 pytestmark = pytest.mark.integration
+
+
+def _rerate(*args: str) -> subprocess.CompletedProcess[str]:
+    """``callback rerate`` as an operator runs it, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "callback.cli", "rerate", *args], capture_output=True, text=True, timeout=120
+    )
+
+
 D = Decimal
 
 
@@ -65,19 +74,9 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         produce("config.tariffs", [(changed.tariff_id.encode(), changed.model_dump_json().encode())])
 
         window = ["--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat()]
-        dry = subprocess.run(
-            [sys.executable, "-m", "callback.cli", "rerate", *window, "--dry-run"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        dry = _rerate(*window, "--dry-run")
         assert dry.returncode == 0 and "would re-price 3" in dry.stdout, dry.stdout + dry.stderr
-        done = subprocess.run(
-            [sys.executable, "-m", "callback.cli", "rerate", *window],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _rerate(*window)
         assert done.returncode == 0 and "re-priced 3" in done.stdout, done.stdout + done.stderr
         assert f"{key}" in done.stdout and "charge 0.06" in done.stdout
 
@@ -92,12 +91,7 @@ def test_rerate_writes_new_versions_and_corrects_balances_once(stack, tmp_path):
         corrected = read_balances()[key]
         assert corrected.balance == before.balance - D("0.06") and corrected.sequence == before.sequence
 
-        again = subprocess.run(
-            [sys.executable, "-m", "callback.cli", "rerate", *window],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        again = _rerate(*window)
         assert again.returncode == 0 and "re-priced 0" in again.stdout  # idempotent
         assert read_balances()[key].balance == corrected.balance
 
@@ -137,12 +131,7 @@ def test_rerate_gives_legs_stored_before_destinations_their_name_at_the_same_pri
     sink = CallbackProcess(["cdr-sink", "--flush-interval-s", "0.3"], tmp_path / "sink.log").start()
     try:
         window = ["--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat()]
-        done = subprocess.run(
-            [sys.executable, "-m", "callback.cli", "rerate", *window],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _rerate(*window)
         assert done.returncode == 0 and "re-priced 1" in done.stdout, done.stdout + done.stderr
         assert "charge" not in done.stdout and "refund" not in done.stdout
         assert wait_until(lambda: ch.execute(stored) == [(2, "Spain", D("0.08"))], 60), sink.tail()
