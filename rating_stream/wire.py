@@ -24,7 +24,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import BaseModel
 
-from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind, SessionState, ms_between
+from schemas.callback import (
+    Disposition,
+    FinishedLeg,
+    LegType,
+    Payer,
+    PayerKind,
+    SessionState,
+    answered_ms,
+    ms_between,
+)
 from schemas.envelope import CDR_TIME_MAX, CDR_TIME_MIN, Envelope
 from schemas.reference import AuthMethod
 
@@ -147,8 +156,7 @@ class LegWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
     @property
     def billsec_ms(self) -> int:
-        """As ``FinishedLeg.billsec_ms``: answered time, 0 for a leg never answered."""
-        return 0 if self.answered_at is None else ms_between(self.answered_at, self.ended_at)
+        return answered_ms(self.answered_at, self.ended_at)
 
 
 _decoder = msgspec.json.Decoder(LegWire)

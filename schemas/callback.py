@@ -203,7 +203,7 @@ class FinishedLeg(Envelope):
 
     @property
     def billsec_ms(self) -> int:
-        return 0 if self.answered_at is None else ms_between(self.answered_at, self.ended_at)
+        return answered_ms(self.answered_at, self.ended_at)
 
 
 def leg_id_for(callback_id: str, leg: LegType, attempt: int) -> str:
@@ -218,6 +218,11 @@ def command_id_for(callback_id: str, leg: LegType, attempt: int, kind: str) -> s
     ``kind`` names the command within the leg and attempt, with a counter where one leg gets several
     of the same kind (``originate``, ``hangup``, ``redirect.pin_prompt.2``, ``dial_b``)."""
     return f"{callback_id}:{leg.value}:{attempt}:{kind}"
+
+
+def answered_ms(answered_at: UtcDatetime | None, ended_at: UtcDatetime) -> int:
+    """A leg's answered time in milliseconds (``billsec_ms``): 0 for a leg never answered."""
+    return 0 if answered_at is None else ms_between(answered_at, ended_at)
 
 
 def ms_between(start: UtcDatetime, end: UtcDatetime) -> int:
