@@ -26,6 +26,11 @@ Around that order, the same for every stage:
   backoff when ``replace_failed`` (what was not committed is dropped and read again), and ends the
   loop otherwise;
 * a partition revoked from a subscribed consumer: the pending batch is checkpointed first;
+* a stage that keeps state per partition (``Stage.keeps_partition_state``: the rater's balances)
+  is told of every new assignment (``Stage.assigned``) after the partitions' committed offsets
+  are fetched, which for a read_committed consumer waits until the previous owner's transaction
+  is over (KIP-447), so what the stage reloads is all that was committed; its consumer starts
+  each partition there, and an aborted transaction seeks back to it;
 * SIGTERM/SIGINT stop it: the pending batch is checkpointed, and an effect still waiting for its
   server gives up (``Abandoned``), its offsets uncommitted; ``idle_exit_s`` stops it after that
   long without a record.
@@ -102,6 +107,14 @@ class Stage:
 
     #: what its records are, in the loop's log lines ("CDRs", "legs")
     noun = "records"
+    #: True: the stage's memory follows its partitions (``assigned`` reloads it on every
+    #: assignment) and an aborted commit rewinds a subscribed consumer to the committed offsets
+    keeps_partition_state = False
+
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """The group handed this member ``partitions`` (all it now holds), whose committed offsets
+        are stable: reload what the stage keeps about them. Called only when
+        ``keeps_partition_state``; an exception is retried after a pause until it passes."""
 
     def tick(self) -> None:
         """After every consume call, records or not (e.g. poll the reference data)."""
@@ -341,6 +354,7 @@ class StageLoop:
         patience_s: float = 2.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 15.0,
+        assign_timeout_s: float = 90.0,
     ) -> None:
         self.stage = stage
         self._new_consumer = new_consumer
@@ -354,6 +368,9 @@ class StageLoop:
         self.patience_s = patience_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        #: how long fetching an assignment's committed offsets may wait for a previous owner's open
+        #: transaction to end (more than the transaction timeout: the broker aborts it by then)
+        self.assign_timeout_s = assign_timeout_s
         self.consumer = new_consumer()
         self.stopping = False
         self.batch = Batch()
@@ -375,8 +392,7 @@ class StageLoop:
         signal.signal(signal.SIGINT, self.stop)
         if start is not None:
             start()
-        if self.topics is not None:
-            self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+        self._subscribe()
         idle_since = time.monotonic()
         try:
             while not self.stopping:
@@ -514,9 +530,14 @@ class StageLoop:
 
     def rewind(self) -> None:
         """Read again from the last committed positions: an assigned consumer is assigned there
-        again; a subscribed one is left to its group, which hands the records out again."""
+        again, a subscribed one of a stage that keeps partition state seeks there; another
+        subscribed one is left to its group (its commit failed because the group moved on), which
+        hands the records out again."""
         if self.topics is None:
             self.consumer.assign([TopicPartition(t, p, off) for (t, p), off in self.positions.items()])
+        elif self.stage.keeps_partition_state:
+            for (t, p), off in self.positions.items():
+                self.consumer.seek(TopicPartition(t, p, off))
 
     def replace_consumer(self) -> None:
         """Close the consumer that failed for good and subscribe a new one, after a backoff.
@@ -548,8 +569,39 @@ class StageLoop:
         self._replace_delay_s = min(self._replace_delay_s * 2, self.backoff_max_s)
         self.consumer = self._new_consumer()
         self.failed = None
-        if self.topics is not None:
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        if self.topics is None:
+            return
+        if self.stage.keeps_partition_state:
+            self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        else:
             self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Fetch the committed offsets (stable: a previous owner's open transaction is over), let
+        the stage reload its state for these partitions, and start each partition there. Retried
+        while Kafka does not answer: nothing is read before the state is whole."""
+        attempt = 0
+        while True:
+            try:
+                committed = consumer.committed(partitions, timeout=self.assign_timeout_s)
+                self.positions = {
+                    (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                    for tp in committed
+                }
+                self.stage.assigned(sorted(self.positions))
+                break
+            except (KafkaException, TimeoutError) as exc:
+                if self.stopping:
+                    raise
+                attempt += 1
+                delay = min(self.backoff_initial_s * 2 ** (attempt - 1), self.backoff_max_s)
+                log.warning("could not take over partitions %s (%s); trying again in %.1f s",
+                            _names(partitions), exc, delay)
+                time.sleep(delay)
+        consumer.assign([TopicPartition(t, p, off) for (t, p), off in self.positions.items()])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Checkpoint what was read before the partitions go to another member, so it is neither
@@ -560,3 +612,13 @@ class StageLoop:
             # inside a consumer callback: wait without polling the consumer again
             self.checkpoint(poll_while_waiting=False)
             self.complete(poll_while_waiting=False)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self.positions = {tp: off for tp, off in self.positions.items() if tp not in gone}
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    """'callback.legs[0,3]' for log lines."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}{sorted(ps)}" for t, ps in sorted(by_topic.items()))

@@ -141,7 +141,7 @@ class Step:
         """Every record this step publishes, in the order it must be published."""
         out: list[Output] = [(CALLBACK_SESSIONS.name, t.callback_id, t) for t in self.transitions]
         out += [(PBX_COMMANDS.name, c.callback_id, c) for c in self.commands]
-        out += [(CALLBACK_LEGS.name, leg.callback_id, leg) for leg in self.legs]
+        out += [(CALLBACK_LEGS.name, leg.payer.key, leg) for leg in self.legs]
         out += [(CALLBACK_ADMISSION.name, a.number, a) for a in self.admissions]
         return out
 

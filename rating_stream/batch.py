@@ -1,4 +1,5 @@
-"""Rating one batch of ``callback.legs`` records: the pure heart of the rater.
+"""Rating one batch of ``callback.legs`` records (and ``cdr.rerates`` corrections): the pure heart
+of the rater.
 
 Given raw record bytes, reference data and the ledger, decide for each record: rate and charge
 it, drop it as an already-charged duplicate, or reject it with a dead-letter reason. Nothing is
@@ -29,7 +30,9 @@ from rating_stream.cdr import cdr_json
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import Ledger, LedgerBatch, PayerTerms, payer_terms
 from rating_stream.wire import LegWire, PayerWire, decode_leg
+from schemas.callback import Payer
 from schemas.envelope import invalid_record
+from schemas.rating import RerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class RatingBatch:
         rated_at: datetime,
         version: int = 1,
         refresh: Callable[[], object] | None = None,
+        rerated: dict[str, int] | None = None,
     ) -> None:
         self._ref = ref
         self._ledger_batch: LedgerBatch = ledger.batch()
@@ -133,6 +137,9 @@ class RatingBatch:
         self._terms: dict[str, PayerTerms] = {}
         #: brings reference data up to date; called at most once per batch, on the first miss
         self._refresh = refresh
+        #: leg id -> highest CDR version re-rates applied (committed), and this batch's
+        self._rerated = rerated if rerated is not None else {}
+        self._new_rerates: dict[str, int] = {}
         self.result = BatchResult()
 
     def add(self, index: int, value: bytes | None) -> None:
@@ -198,10 +205,52 @@ class RatingBatch:
         by_leg[leg.leg] = by_leg.get(leg.leg, 0) + 1
         return None
 
-    def _price(self, leg: LegWire, payer: PayerWire, payer_key: str) -> tuple[PayerTerms, Quote]:
+    def add_rerate(self, index: int, value: bytes | None) -> None:
+        """Apply the ``cdr.rerates`` request at ``index``: its CDR goes out as it is, its payer's
+        balance moves by the new price minus the previous one; a version already applied to the
+        leg is dropped (``callback rerate`` run twice before the first run's CDRs were stored)."""
+        outcome = self._rerate(value)
+        if isinstance(outcome, Rejected):
+            self.result.rejected.append((index, outcome))
+
+    def _rerate(self, value: bytes | None) -> Rejected | None:
+        if not value:
+            return Rejected("malformed_json", "empty record value")
+        try:
+            request = RerateRequest.model_validate_json(value)
+        except ValidationError as exc:
+            return _validation_reject(exc)
+        cdr = request.cdr
+        leg_id, version = cdr.leg_id, cdr.version
+        if version <= max(self._rerated.get(leg_id, 0), self._new_rerates.get(leg_id, 0)):
+            self.result.duplicates += 1
+            log.debug("dropping re-rate of leg %s to version %d: already applied", leg_id, version)
+            return None
+        payer = Payer(kind=cdr.payer_kind, id=cdr.payer_id)
+        try:
+            terms = self._terms_of(payer, payer.key)
+            if terms.opening.currency != cdr.currency:
+                raise RatingError(
+                    "currency_mismatch",
+                    f"{payer.key} pays in {terms.opening.currency}, the CDR is in {cdr.currency}",
+                )
+            delta = cdr.price - request.previous_price
+            if delta:
+                self._ledger_batch.adjust(terms.opening, delta, leg_id, version)
+        except RatingError as exc:
+            return Rejected(exc.kind, exc.reason, leg_id)
+        self._new_rerates[leg_id] = version
+        self.result.cdrs.append((leg_id.encode(), cdr.model_dump_json().encode()))
+        return None
+
+    def _terms_of(self, payer: PayerWire | Payer, payer_key: str) -> PayerTerms:
         terms = self._terms.get(payer_key)
         if terms is None:
             terms = self._terms[payer_key] = payer_terms(payer, self._ref)
+        return terms
+
+    def _price(self, leg: LegWire, payer: PayerWire, payer_key: str) -> tuple[PayerTerms, Quote]:
+        terms = self._terms_of(payer, payer_key)
         try:
             return terms, quote(terms.tariff, leg.dst, leg.billsec_ms, leg.answered_at is not None)
         except (ArithmeticError, ValueError) as exc:  # quote's own checks raise RatingError; not this
@@ -226,6 +275,7 @@ class RatingBatch:
     def commit(self, now: float) -> None:
         """The transaction committed: make the debits and the charged leg ids permanent."""
         self._ledger_batch.commit()
+        self._rerated.update(self._new_rerates)
         for leg_id in self._new_legs:
             self._recent.add(leg_id, now)
         self._recent.expire(now)

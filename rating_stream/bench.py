@@ -344,13 +344,14 @@ class _Bench:
         names = self.names
         self.topics = [
             names.topic("legs"),
+            names.topic("rerates"),
             names.topic("cdr"),
             names.topic("balances"),
             names.topic("ledger"),
             *names.config_topics.values(),
         ]
         compacted = {names.topic("balances"), *names.config_topics.values()}
-        partitioned = {names.topic(t) for t in ("legs", "cdr", "balances", "ledger")}
+        partitioned = {names.topic(t) for t in ("legs", "rerates", "cdr", "balances", "ledger")}
         futures = self.admin.create_topics(
             [
                 NewTopic(
@@ -378,6 +379,7 @@ class _Bench:
             instance=names.run,
             group_id=f"bench-{names.run}-rater",
             legs_topic=names.topic("legs"),
+            rerates_topic=names.topic("rerates"),
             cdr_topic=names.topic("cdr"),
             balances_topic=names.topic("balances"),
             ledger_topic=names.topic("ledger"),

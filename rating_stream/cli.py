@@ -41,11 +41,14 @@ def bench_all_cmd(
 
 def rating_cmd(
     instance: str = typer.Option(
-        "0", help="names this rater in logs and CDRs; one rater per group (a second one fences the first)"
+        "0",
+        help="names this rater in logs and CDRs and its transactional id <group>-<instance>; raters in "
+        "one group share the partitions, so give each its own (two with one name fence each other)",
     ),
     batch_max: int = typer.Option(20_000, help="legs per Kafka transaction at most"),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus /metrics on 127.0.0.1:PORT"),
     legs_topic: str = typer.Option("callback.legs", hidden=True),
+    rerates_topic: str = typer.Option("cdr.rerates", hidden=True),
     cdr_topic: str = typer.Option("cdr.rated", hidden=True),
     balances_topic: str = typer.Option("accounts.balances", hidden=True),
     ledger_topic: str = typer.Option("accounts.ledger", hidden=True),
@@ -68,6 +71,7 @@ def rating_cmd(
         instance=instance,
         group_id=group_id,
         legs_topic=legs_topic,
+        rerates_topic=rerates_topic,
         cdr_topic=cdr_topic,
         balances_topic=balances_topic,
         ledger_topic=ledger_topic,
@@ -144,7 +148,8 @@ def rerate_cmd(
     until: str | None = typer.Option(None, "--until", help="and before this time"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only report what would change"),
 ) -> None:
-    """Re-price stored legs with the current tariffs; changed prices become new CDR versions."""
+    """Re-price stored legs with the current tariffs; changed prices become new CDR versions, applied
+    (with the balance corrections) by the running raters."""
     from rating_stream.rerate import parse_time, rerate
 
     report = rerate(parse_time(since), parse_time(until) if until else None, dry_run=dry_run)

@@ -269,9 +269,9 @@ def produce(topic: str, records: Iterable[tuple[bytes, bytes]], timeout_s: float
 
 
 def leg_records(legs: Iterable[FinishedLeg]) -> Iterator[tuple[bytes, bytes]]:
-    """Legs as ``callback.legs`` records, keyed by callback id as the catalogue says."""
+    """Legs as ``callback.legs`` records, keyed by payer as the catalogue says."""
     for leg in legs:
-        yield leg.callback_id.encode(), leg.model_dump_json().encode()
+        yield leg.payer.key.encode(), leg.model_dump_json().encode()
 
 
 def expected_prices(

@@ -11,13 +11,18 @@ anywhere leaves either the whole batch committed or none of it; the restarted ra
    ``cdr.rated`` (read_committed, to the end), so memory equals what was committed,
 3. resumes from the committed offsets.
 
-Balances are single-writer state: one rater owns every partition of ``callback.legs`` (manual
-assignment), because one payer's legs arrive on many partitions (legs are keyed by callback id).
-Kafka enforces that: the transactional id is the group id alone, so a second rater started on the
-same group (a mistaken second instance, or ``callback rerate``) fences the first, which exits,
-instead of both charging every leg. Scaling out would need legs re-keyed by payer first.
+Raters scale out in a consumer group (docs/deployment.md): ``callback.legs`` is keyed by payer,
+so all of a payer's legs are on one partition and the member holding that partition is the only
+writer of the payer's balance. ``callback rerate`` does not write balances itself: it publishes
+``cdr.rerates``, keyed and partitioned like the legs (same count, range assignment), so the same
+member applies a payer's corrections in its own transaction. Each member has its own
+transactional id (``<group>-<instance>``): a restarted member aborts what it left open, and a
+zombie member (one the group has moved on from) is fenced by the group generation its offsets
+carry (KIP-447). On every assignment the member fetches its partitions' committed offsets, which
+waits until a previous owner's open transaction is over, and only then reloads the balances and
+the charged leg ids: what it reloads is all that was committed for its payers.
 
-The loop is ``callback/stage_loop.py``'s, shared with the CDR sink: it consumes (assigned
+The loop is ``callback/stage_loop.py``'s, shared with the CDR sink: it consumes (its group's
 partitions, from the committed offsets), hands each consume call's legs to the rater as one batch
 (``flush``: rate it in memory, debits staged; a read returns what is waiting, so a batch
 closes when the input runs dry and a quiet stream's legs are charged at once), and commits with
@@ -40,18 +45,18 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from callback.kafka_io import consumer_config, dead_letter, producer_config
 from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
 from callback.reference_feed import ReferenceFeed
 from callback.stage_loop import Reread, Stage, StageLoop, TransactionCommit, done_future
-from callback.topic_reader import read_latest, read_to_end, since_time, state_consumer
+from callback.topic_reader import partitions_of, read_latest, read_to_end, since_time, state_consumer
 from rating_stream import metrics
 from rating_stream.batch import LEG_CLOCK_SKEW_S, BatchResult, RatingBatch, RecentLegs
 from rating_stream.payer import Account, Ledger
-from schemas.rating import BalanceUpdate
-from schemas.topics import ACCOUNTS_BALANCES, ACCOUNTS_LEDGER, CALLBACK_LEGS, CDR_RATED
+from schemas.rating import BalanceUpdate, RerateRequest
+from schemas.topics import ACCOUNTS_BALANCES, ACCOUNTS_LEDGER, CALLBACK_LEGS, CDR_RATED, CDR_RERATES
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ class RaterOptions:
     instance: str = "0"
     group_id: str = "callback-rater"
     legs_topic: str = CALLBACK_LEGS.name
+    rerates_topic: str = CDR_RERATES.name
     cdr_topic: str = CDR_RATED.name
     balances_topic: str = ACCOUNTS_BALANCES.name
     ledger_topic: str = ACCOUNTS_LEDGER.name
@@ -83,8 +89,9 @@ class RaterOptions:
 
     @property
     def transactional_id(self) -> str:
-        """One per group, not per instance: two raters on one group must fence, not both charge."""
-        return self.group_id
+        """One per member: a restarted member aborts its own open transaction; two members started
+        by mistake with one instance name fence each other instead of both charging."""
+        return f"{self.group_id}-{self.instance}"
 
     @property
     def source(self) -> str:
@@ -96,11 +103,16 @@ class Rater(Stage):
     effect is rated in memory and made durable by ``TransactionCommit`` (the loop's order)."""
 
     noun = "legs"
+    keeps_partition_state = True
 
     def __init__(self, options: RaterOptions) -> None:
         self.opt = options
         self.ledger = Ledger()
         self.recent = RecentLegs(options.dedupe_window_s, clock_skew_s=LEG_CLOCK_SKEW_S)
+        #: leg id -> the highest CDR version a re-rate has applied to it (duplicates are dropped)
+        self.rerated: dict[str, int] = {}
+        #: epoch ms up to which ``recent`` holds every committed charge (None: nothing read yet)
+        self._recent_read_ms: int | None = None
         self.reference = ReferenceFeed(options.reference_topics, options.reference_aliases)
         #: the legs of the batch being read
         self._msgs: list[Message] = []
@@ -114,9 +126,13 @@ class Rater(Stage):
                 fenced_by="a newer rater instance, or `callback rerate`",
                 new_producer=self._new_producer,
             ),
+            topics=[options.legs_topic, options.rerates_topic],
+            replace_failed=True,
             consume_max=options.batch_max,
             consume_timeout_s=options.batch_wait_s,
             idle_exit_s=options.idle_exit_s,
+            # a previous owner's open transaction ends by its timeout at the latest
+            assign_timeout_s=options.txn_timeout_s + 30.0,
         )
 
     def _new_producer(self) -> Producer:
@@ -147,7 +163,18 @@ class Rater(Stage):
             consumer_config(
                 self.opt.group_id,
                 read_committed=True,
-                **{"fetch.wait.max.ms": 50, "queued.min.messages": 50_000, "enable.partition.eof": False},
+                **{
+                    "fetch.wait.max.ms": 50,
+                    "queued.min.messages": 50_000,
+                    "enable.partition.eof": False,
+                    # partition n of the legs and of the rerates go to the same member (module doc)
+                    "partition.assignment.strategy": "range",
+                    # static membership: a restarted rater takes its partitions back at once, without
+                    # a rebalance; a dead one's move to the others after the session timeout
+                    "group.instance.id": self.opt.transactional_id,
+                    "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 1_000,
+                },
             )
         )
 
@@ -155,39 +182,92 @@ class Rater(Stage):
     def consumer(self) -> Consumer:
         return self.loop.consumer
 
-    # --- start-up ------------------------------------------------------------------------------
+    # --- start-up and assignments ---------------------------------------------------------------
     def start(self) -> None:
         t0 = time.monotonic()
-        self.producer.init_transactions(self.opt.txn_timeout_s)  # fences a zombie with our id
+        self.producer.init_transactions(self.opt.txn_timeout_s)  # aborts what this member left open
+        self._check_copartitioned()
         self.reference.load()
-        self._restore_balances()
-        self._restore_recent_legs()
-        parts = self.loop.assign_committed(self.opt.legs_topic)
         log.info(
-            "rater %s ready in %.1f s: %d balances, %d recent legs, partitions %s at %s",
+            "rater %s started in %.1f s; joining group %s for %s and %s",
             self.opt.transactional_id,
             time.monotonic() - t0,
-            len(self.ledger),
-            len(self.recent),
-            parts,
-            {p: off for (_t, p), off in self.loop.positions.items()},
+            self.opt.group_id,
+            self.opt.legs_topic,
+            self.opt.rerates_topic,
         )
 
-    def _restore_balances(self) -> None:
+    def _check_copartitioned(self) -> None:
+        """A payer's re-rates must reach the member holding its legs: both topics need the same
+        number of partitions, or a re-rate would correct a balance another member owns."""
+        topics = (self.opt.legs_topic, self.opt.rerates_topic)
+        counts = {t: len(partitions_of(self.consumer, t)) for t in topics}
+        if len(set(counts.values())) != 1:
+            raise SystemExit(
+                f"{self.opt.legs_topic} and {self.opt.rerates_topic} must have the same number of "
+                f"partitions (they have {counts}); give {self.opt.rerates_topic} as many and restart"
+            )
+
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """The group gave this member ``partitions``, their previous owners' transactions over:
+        reload the balances, the charged leg ids and the applied re-rates, as committed."""
+        t0 = time.monotonic()
         self.ledger = load_ledger(self.opt.balances_topic)
+        self._restore_recent_legs()
+        self._restore_rerated(partitions)
+        legs = [p for t, p in partitions if t == self.opt.legs_topic]
+        log.info(
+            "rater %s ready in %.1f s: partitions %s of %s at %s; %d balances, %d recent legs",
+            self.opt.transactional_id,
+            time.monotonic() - t0,
+            legs,
+            self.opt.legs_topic,
+            {p: off for (t, p), off in self.loop.positions.items() if t == self.opt.legs_topic},
+            len(self.ledger),
+            len(self.recent),
+        )
 
     def _restore_recent_legs(self) -> None:
         """The leg ids charged in the last ``dedupe_window_s``, from ``cdr.rated``: every charge the
-        duplicate filter must know (``RecentLegs.horizon`` sends older legs to review)."""
+        duplicate filter must know (``RecentLegs.horizon`` sends older legs to review). The first
+        time the whole window; after that from where the last read ended, less the longest a
+        transaction may stay open (a record's time is when it was produced, not committed)."""
         consumer = state_consumer("rater-recent")
-        now = time.time()
-        since_ms = int((now - self.opt.dedupe_window_s) * 1000)
+        now_ms = int(time.time() * 1000)
+        since_ms = now_ms - int(self.opt.dedupe_window_s * 1000)
+        if self._recent_read_ms is not None:
+            since_ms = max(since_ms, self._recent_read_ms - int((self.opt.txn_timeout_s + 60) * 1000))
         try:
             read_to_end(
                 consumer,
                 since_time(consumer, self.opt.cdr_topic, since_ms),
                 lambda m: self.recent.add(m.key().decode(), (m.timestamp()[1] or since_ms) / 1000),
             )
+        finally:
+            consumer.close()
+        self._recent_read_ms = now_ms
+
+    def _restore_rerated(self, partitions: list[tuple[str, int]]) -> None:
+        """The re-rates already applied on this member's partitions of ``cdr.rerates``: those before
+        the committed offset (``loop.positions``), each a leg id and the version it brought."""
+        mine = {p: off for (t, p), off in self.loop.positions.items() if t == self.opt.rerates_topic}
+        if not mine:
+            return
+
+        def on(msg: Message) -> None:
+            if msg.offset() >= mine.get(msg.partition(), 0) or not msg.value():
+                return
+            try:
+                cdr = RerateRequest.model_validate_json(msg.value()).cdr
+            except ValueError:
+                return  # dead-lettered when it was read
+            if cdr.version > self.rerated.get(cdr.leg_id, 0):
+                self.rerated[cdr.leg_id] = cdr.version
+
+        consumer = state_consumer("rater-rerated")
+        try:
+            start = [TopicPartition(self.opt.rerates_topic, p, OFFSET_BEGINNING) for p in mine]
+            read_to_end(consumer, start, on)
         finally:
             consumer.close()
 
@@ -221,10 +301,15 @@ class Rater(Stage):
             source=self.opt.source,
             rated_at=datetime.now(UTC),
             refresh=self.reference.catch_up,
+            rerated=self.rerated,
         )
+        rerates = self.opt.rerates_topic
         try:
             for i, msg in enumerate(msgs):
-                batch.add(i, msg.value())
+                if msg.topic() == rerates:
+                    batch.add_rerate(i, msg.value())
+                else:
+                    batch.add(i, msg.value())
         except (KafkaException, TimeoutError) as exc:  # only the reference catch-up reads Kafka
             log.warning(
                 "could not bring reference data up to date (%s); rating these %d legs again from %s",
@@ -250,10 +335,11 @@ class Rater(Stage):
             self._produce(produce, self.opt.ledger_topic, key, value)
         for index, why in result.rejected:
             msg = msgs[index]
+            rerate = msg.topic() == self.opt.rerates_topic
             dead_letter(
                 self.producer,
                 source=self.opt.source,
-                source_topic=self.opt.dead_letter_source,
+                source_topic=CDR_RERATES.name if rerate else self.opt.dead_letter_source,
                 reason=why.reason,
                 error_kind=why.error_kind,
                 key=msg.key(),

@@ -6,11 +6,12 @@ changed gets a new ``RatedCdr`` (version + 1) on ``cdr.rated``; the sink stores 
 ``cdr FINAL`` shows the new price and ``cdr_versions`` keeps the old one as history. Legs stored
 before CDRs carried a destination name get it this way, at an unchanged price.
 
-Balances follow: each payer is debited (or refunded) new price minus old price. Balances have a
-single writer, the rater, so re-rating takes over the rater's transactional id: its
-``init_transactions`` fences a running rater, and the new CDR versions and the corrected balances
-are committed in one transaction. The fenced rater exits at its next transaction and, restarted,
-reloads the corrected balances. Re-running is harmless: legs already at the new price do not change.
+Balances follow: each payer is debited (or refunded) new price minus old price. Only the rater
+holding a payer's partition writes its balance, so ``rerate`` does not: it publishes each new CDR
+with the price it replaces on ``cdr.rerates`` (keyed by payer, partitioned like the legs), and the
+running raters apply them, CDR, ledger entry and balance in one transaction, without being stopped
+or fenced. Re-running is harmless: legs already at the new price do not change, and a version a
+rater has already applied to a leg (the sink not having stored it yet) is dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import producer_config
@@ -30,8 +31,9 @@ from callback.reference_feed import ReferenceFeed
 from rating_stream.cdr import CDR_COLUMNS, rated_cdr
 from rating_stream.engine import Quote, RatingError, quote
 from rating_stream.payer import payer_terms
-from rating_stream.rater import RaterOptions, load_ledger
+from rating_stream.rater import RaterOptions
 from schemas.callback import Disposition, FinishedLeg, LegType, Payer, PayerKind
+from schemas.rating import RerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class RerateReport:
     def summary(self) -> str:
         verb = "would re-price" if self.dry_run else "re-priced"
         lines = [f"examined {self.examined} legs, {verb} {self.changed}"]
+        if self.changed and not self.dry_run:
+            lines.append("  published on cdr.rerates: the running raters apply them with the balances")
         for kind, n in sorted(self.unrateable.items()):
             lines.append(f"  left as they were, cannot be rated now ({kind}): {n}")
         for key, delta in sorted(self.delta_by_payer.items()):
@@ -142,7 +146,7 @@ def rerate(
         new_terms = _terms(q)
         if q.price == old_price and new_terms == {column: row[column] for column in new_terms}:
             continue
-        changes.append((leg, q, terms, old_price, version))
+        changes.append((leg, q, old_price, version))
         delta = q.price - old_price
         report.delta_by_payer[leg.payer.key] = report.delta_by_payer.get(leg.payer.key, Decimal(0)) + delta
     report.changed = len(changes)
@@ -150,23 +154,37 @@ def rerate(
     if dry_run or not changes:
         return report
 
-    producer = Producer(producer_config(opt.transactional_id))
-    producer.init_transactions(opt.txn_timeout_s)  # fences a running rater: we are the balance writer now
-    ledger = load_ledger(opt.balances_topic)
-    batch = ledger.batch()
     now = datetime.now(UTC)
-    producer.begin_transaction()
-    for leg, q, terms, old_price, version in changes:
-        cdr = rated_cdr(leg, q, version=version + 1, rated_at=now, source="rerate")
-        producer.produce(opt.cdr_topic, cdr.model_dump_json().encode(), leg.leg_id.encode())
-        if q.price != old_price:
-            batch.adjust(terms.opening, q.price - old_price, leg.leg_id, version + 1)
-    for entry in batch.entries:
-        value = entry.ledger_json(source="rerate", at=now)
-        producer.produce(opt.ledger_topic, value, entry.account.key.encode())
-    for change in batch.changes():
-        update = change.balance_update(source="rerate", at=now)
-        producer.produce(opt.balances_topic, update.model_dump_json().encode(), change.account.key.encode())
-    producer.commit_transaction(opt.txn_timeout_s)
-    log.info("rerate committed %d new CDR versions and %d balance corrections", len(changes), len(batch))
+    requests = [
+        RerateRequest(
+            source="rerate",
+            previous_price=old_price,
+            cdr=rated_cdr(leg, q, version=version + 1, rated_at=now, source="rerate"),
+        )
+        for leg, q, old_price, version in changes
+    ]
+    publish_rerates(requests, opt.rerates_topic)
+    log.info("rerate published %d re-priced legs on %s for the raters", len(requests), opt.rerates_topic)
     return report
+
+
+def publish_rerates(requests: list[RerateRequest], topic: str, timeout_s: float = 60.0) -> None:
+    """Every request on ``topic`` keyed by payer (acks=all), or ``RuntimeError`` naming how many were
+    not delivered: a partial run is safe to repeat (applied versions are dropped)."""
+    failed: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    producer = Producer(producer_config())
+    for request in requests:
+        key = f"{request.cdr.payer_kind.value}:{request.cdr.payer_id}"
+        producer.produce(topic, request.model_dump_json().encode(), key.encode(), on_delivery=delivered)
+        producer.poll(0)
+    left = producer.flush(timeout_s)
+    if left or failed:
+        raise RuntimeError(
+            f"{left + len(failed)} of {len(requests)} re-rates not delivered to {topic} "
+            f"({failed[:1] or 'timed out'}); run the same rerate again"
+        )

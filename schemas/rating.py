@@ -1,5 +1,6 @@
 """Rating outputs: rated CDRs (``cdr.rated``), balances (``accounts.balances``) and the per-leg
-balance ledger (``accounts.ledger``)."""
+balance ledger (``accounts.ledger``); and re-priced legs on their way to the rater
+(``cdr.rerates``)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,17 @@ class LedgerEntry(Envelope):
     balance: Money = Field(description="the payer's balance after this change")
     currency: Currency
     sequence: int = Field(ge=0, description="charges applied to this payer so far, this one included")
+
+
+class RerateRequest(Envelope):
+    """A stored leg priced again (``callback rerate``), for the rater that owns its payer to apply.
+
+    Keyed by payer like ``callback.legs``, so it reaches the rater holding that payer's balance,
+    which publishes ``cdr`` on ``cdr.rated`` and corrects the balance by ``cdr.price`` minus
+    ``previous_price`` in one transaction. A request whose ``cdr.version`` the rater has already
+    applied to that leg is dropped, so running ``callback rerate`` twice before the sink has
+    stored the first run's CDRs changes nothing twice."""
+
+    type: Literal["cdr.rerate"] = "cdr.rerate"
+    previous_price: NonNegativeMoney = Field(description="the price of the version this one replaces")
+    cdr: RatedCdr = Field(description="the leg's new CDR: version one above the stored one")

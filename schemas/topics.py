@@ -72,10 +72,19 @@ CALLBACK_SESSIONS = TopicSpec(
 )
 CALLBACK_LEGS = TopicSpec(
     "callback.legs",
-    "callback_id",
+    "payer key '<kind>:<id>' (all of a payer's legs on one partition, whose rater owns its balance)",
     "schemas.callback.FinishedLeg",
     6,
     description="Finished legs (initiation, A, B) ready to be rated",
+)
+CDR_RERATES = TopicSpec(
+    "cdr.rerates",
+    "payer key '<kind>:<id>', as on callback.legs",
+    "schemas.rating.RerateRequest",
+    6,
+    retention_ms=30 * DAY_MS,
+    description="Stored legs priced again by `callback rerate`, for the rater owning the payer to apply; "
+    "partitioned like callback.legs",
 )
 CDR_RATED = TopicSpec(
     "cdr.rated",
@@ -202,6 +211,7 @@ STREAM_TOPICS: tuple[TopicSpec, ...] = (
     CALLBACK_REQUESTS,
     CALLBACK_SESSIONS,
     CALLBACK_LEGS,
+    CDR_RERATES,
     CDR_RATED,
     ACCOUNTS_BALANCES,
     ACCOUNTS_LEDGER,
@@ -229,6 +239,7 @@ DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
         PBX_COMMANDS,
         CALLBACK_REQUESTS,
         CALLBACK_LEGS,
+        CDR_RERATES,
         CDR_RATED,
         CALLBACK_CONTROL,
         CALLBACK_ADMISSION,

@@ -92,7 +92,7 @@ def carrier_config_for(
 
 
 #: the topics of a rating run
-RATING_TOPICS = ("legs", "cdr", "balances", "ledger")
+RATING_TOPICS = ("legs", "rerates", "cdr", "balances", "ledger")
 
 
 def run_topics(run: str, partitions: int = 3, names: tuple[str, ...] = RATING_TOPICS) -> dict[str, str]:
@@ -124,6 +124,8 @@ def rater_args(run: str, topics: dict[str, str], batch_max: int) -> list[str]:
         f"rater-{run}",
         "--legs-topic",
         topics["legs"],
+        "--rerates-topic",
+        topics["rerates"],
         "--cdr-topic",
         topics["cdr"],
         "--balances-topic",

@@ -42,7 +42,7 @@ def _feed(legs, stop: threading.Event, errors: list[BaseException]) -> None:
             if stop.is_set():
                 return
             for leg in legs[i : i + 30]:
-                producer.produce("callback.legs", leg.model_dump_json().encode(), leg.callback_id.encode())
+                producer.produce("callback.legs", leg.model_dump_json().encode(), leg.payer.key.encode())
             producer.poll(0)
             time.sleep(30 / RATE_PER_S)
         assert producer.flush(60) == 0

@@ -43,7 +43,7 @@ def _feed(topic: str, legs, errors: list[BaseException]) -> None:
         producer = Producer(producer_config())
         for i in range(0, len(legs), 20):
             for leg in legs[i : i + 20]:
-                producer.produce(topic, leg.model_dump_json().encode(), leg.callback_id.encode())
+                producer.produce(topic, leg.model_dump_json().encode(), leg.payer.key.encode())
             producer.poll(0)
             time.sleep(20 / RATE_PER_S)
         assert producer.flush(120) == 0

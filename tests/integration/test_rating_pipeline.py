@@ -247,8 +247,8 @@ def test_a_leg_first_published_before_the_raters_memory_goes_to_review_not_to_a_
     fresh = leg.model_copy(update={"leg_id": f"{leg.leg_id}-fresh", "callback_id": f"{run}-fresh"})
     produce("callback.legs", leg_records([old, fresh]))
     wait_cdrs(ch, run, 1, pipeline)
-    assert wait_until(lambda: old.callback_id.encode() in _dead_letters({old.callback_id.encode()}), 30)
-    letter = _dead_letters({old.callback_id.encode()})[old.callback_id.encode()]
+    assert wait_until(lambda: old.payer.key.encode() in _dead_letters({old.payer.key.encode()}), 30)
+    letter = _dead_letters({old.payer.key.encode()})[old.payer.key.encode()]
     assert letter.error_kind == "beyond_dedupe_horizon" and letter.details["leg_id"] == old.leg_id
     assert ch.execute(f"SELECT count() FROM callback.cdr WHERE leg_id = '{old.leg_id}'")[0][0] == 0
     assert ch.execute(f"SELECT count() FROM callback.cdr WHERE leg_id = '{fresh.leg_id}'")[0][0] == 1

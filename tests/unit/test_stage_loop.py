@@ -72,8 +72,8 @@ class ScriptedConsumer:
     def resume(self, _parts):
         self.journal.append("resume")
 
-    def subscribe(self, topics, on_revoke=None):
-        self.on_revoke = on_revoke
+    def subscribe(self, topics, on_assign=None, on_revoke=None):
+        self.on_assign, self.on_revoke = on_assign, on_revoke
         self.journal.append(("subscribe", list(topics)))
 
     def consumer_group_metadata(self):
@@ -266,6 +266,47 @@ def test_a_revoked_partition_checkpoints_the_pending_batch_first():
     loop.take(Msg(0, 1))
     loop._on_revoke(consumers[0], [])
     assert journal[-2:] == [("commit", [(0, 2)]), ("settled", [1], True)]
+
+
+class Owner(Recorder):
+    """A stage whose memory follows its partitions (the rater's balances)."""
+
+    keeps_partition_state = True
+
+    def assigned(self, partitions):
+        self.journal.append(("assigned", partitions))
+
+
+def test_a_stage_that_keeps_partition_state_reloads_after_the_offsets_are_stable_and_starts_there():
+    from confluent_kafka import TopicPartition
+
+    journal: list = []
+    consumer = ScriptedConsumer([], journal)
+    answers = [_error(KafkaError._TIMED_OUT, retriable=True),  # a previous owner's transaction open
+               [TopicPartition("t", 0, 7), TopicPartition("t", 1, -1001)]]
+
+    def committed(parts, timeout):
+        journal.append("committed")
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    consumer.committed = committed
+    consumer.seek = lambda tp: journal.append(("seek", tp.partition, tp.offset))
+    loop = StageLoop(Owner(journal), lambda: consumer, ConsumerCommit(reread="x"), topics=["t"],
+                     backoff_initial_s=0.0)
+    loop._subscribe()
+    assert consumer.on_assign is not None
+    consumer.on_assign(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])
+    # nothing is reloaded before the committed offsets answer; the consumer starts at them
+    assert journal[1:] == ["committed", "committed", ("assigned", [("t", 0), ("t", 1)]),
+                       ("assign", [(0, 7), (1, -2)])]
+    loop.take(Msg(0, 7))
+    loop.rewind()  # an aborted transaction: back to the committed offsets
+    assert journal[-2:] == [("seek", 0, 7), ("seek", 1, -2)]
+    consumer.on_revoke(consumer, [TopicPartition("t", 1)])
+    assert 1 not in {p for _t, p in loop.positions}
 
 
 def test_run_checkpoints_each_due_batch_and_exits_when_idle():
