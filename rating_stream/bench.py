@@ -151,9 +151,15 @@ class Clocks:
         stage.take = timed_take
 
 
-def _rater_child(opts: RaterOptions, clocks: Clocks) -> None:
+def _rater_child(opts: RaterOptions, clocks: Clocks, together: Any = None) -> None:
+    """A rater; with ``together`` (a barrier) it joins its group only when every member of the run
+    has started, so the members share the legs from the first rebalance on."""
     rater = Rater(opts)
-    settled = rater.settled
+    settled, start = rater.settled, rater.start
+
+    def start_together() -> None:
+        start()
+        together.wait(120)
 
     def counted(rated: Any, committed: bool) -> None:
         settled(rated, committed)
@@ -162,6 +168,8 @@ def _rater_child(opts: RaterOptions, clocks: Clocks) -> None:
 
     clocks.start_at_first_record(rater)
     rater.settled = counted  # type: ignore[method-assign]
+    if together is not None:
+        rater.start = start_together  # type: ignore[method-assign]
     rater.run()
 
 
@@ -200,14 +208,15 @@ class CountMismatch(RuntimeError):
     """The benchmark did not store what it produced: its figures would be about something else."""
 
 
-def _wait(done: Any, legs: int, procs: list[mp.process.BaseProcess], timeout_s: float) -> float:
+def _wait(clocks: list[Clocks], legs: int, procs: list[mp.process.BaseProcess], timeout_s: float) -> float:
+    """Until ``clocks`` (the children of one stage) have done ``legs`` between them."""
     deadline = time.monotonic() + timeout_s
-    while done.value < legs:
+    while (done := sum(c.done.value for c in clocks)) < legs:
         for p in procs:
             if not p.is_alive():
                 raise RuntimeError(f"{p.name} exited with {p.exitcode} before storing {legs} legs")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {done.value} of {legs} legs stored in {timeout_s:.0f} s")
+            raise TimeoutError(f"only {done} of {legs} legs stored in {timeout_s:.0f} s")
         time.sleep(0.02)
     return time.time()
 
@@ -249,6 +258,7 @@ class Summary:
     legs: int
     load_before: list[float]
     load_after: list[float]
+    raters: int = 1
 
     @property
     def rated(self) -> float:
@@ -274,6 +284,7 @@ class Summary:
         return {
             "legs": self.legs,
             "rounds": len(self.rounds),
+            "raters": self.raters,
             "rated_legs_per_s": round(self.rated),
             "passthrough_legs_per_s": round(self.passthrough),
             "ratio": round(self.ratio, 3),
@@ -299,7 +310,12 @@ GOAL_P99_MS = 250.0
 
 
 def run_rounds(
-    rounds: int = 3, legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, echo: Any = print
+    rounds: int = 3,
+    legs: int = 200_000,
+    batch_max: int = 20_000,
+    keep: bool = False,
+    echo: Any = print,
+    raters: int = 1,
 ) -> Summary:
     """``rounds`` independent benchmark rounds; their medians, checked counts and the goals."""
     from infra.bench import load_average
@@ -309,10 +325,11 @@ def run_rounds(
     results: list[Round] = []
     for i in range(rounds):
         echo(f"--- round {i + 1} of {rounds}")
-        results.append(run_bench(legs=legs, batch_max=batch_max, keep=keep, echo=echo))
-    summary = Summary(results, legs, load_before, load_average())
+        results.append(run_bench(legs=legs, batch_max=batch_max, keep=keep, echo=echo, raters=raters))
+    summary = Summary(results, legs, load_before, load_average(), raters)
     echo(
-        f"=== median of {rounds} rounds of {legs} legs; every round stored exactly {legs} CDRs (FINAL) "
+        f"=== median of {rounds} rounds of {legs} legs, {raters} rater(s) in one group; every round "
+        f"stored exactly {legs} CDRs (FINAL) "
         f"and {legs} pass-through rows; load average before {summary.load_before}, after {summary.load_after}"
     )
     echo(
@@ -373,10 +390,10 @@ class _Bench:
         self.procs: list[mp.process.BaseProcess] = []
         self.ctx = mp.get_context("spawn")
 
-    def rater_options(self, batch_max: int) -> RaterOptions:
+    def rater_options(self, batch_max: int, instance: str | None = None) -> RaterOptions:
         names = self.names
         return RaterOptions(
-            instance=names.run,
+            instance=instance or names.run,
             group_id=f"bench-{names.run}-rater",
             legs_topic=names.topic("legs"),
             rerates_topic=names.topic("rerates"),
@@ -423,8 +440,11 @@ class _Bench:
         self.ch.disconnect()
 
 
-def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, echo: Any = print) -> Round:
-    """One round: the pass-through, then the rater and the sink, from the same pre-produced legs."""
+def run_bench(
+    legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, echo: Any = print, raters: int = 1
+) -> Round:
+    """One round: the pass-through, then the rater(s) (``raters`` members of one group) and the
+    sink, from the same pre-produced legs. The rater CPU per leg is all members' CPU together."""
     bench = _Bench(keep)
     names = bench.names
     try:
@@ -440,7 +460,7 @@ def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, 
             columns=RAW_COLUMNS,
         )
         procs = [bench.start(_sink_child, (raw_opts, True, clocks), "pass-through")]
-        end = _wait(clocks.done, legs, procs, 1800)
+        end = _wait([clocks], legs, procs, 1800)
         _stop(procs)
         passthrough = Timing(legs, end - clocks.first.value, clocks.cpu_s)
         _check_count("pass-through table", bench.rows("raw"), legs)
@@ -449,26 +469,32 @@ def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, 
             f"({legs} legs in {passthrough.seconds:.2f} s; {legs} rows stored)"
         )
 
-        rater, sink = Clocks.make(bench.ctx), Clocks.make(bench.ctx)
+        members = [Clocks.make(bench.ctx) for _ in range(raters)]
+        sink, together = Clocks.make(bench.ctx), bench.ctx.Barrier(raters)
         procs = [
-            bench.start(_rater_child, (bench.rater_options(batch_max), rater), "rater"),
-            bench.start(_sink_child, (bench.sink_options(), False, sink), "sink"),
+            bench.start(
+                _rater_child, (bench.rater_options(batch_max, f"{names.run}-{i}"), c, together), f"rater {i}"
+            )
+            for i, c in enumerate(members)
         ]
-        rater_end = _wait(rater.done, legs, procs, 1800)
-        end = _wait(sink.done, legs, procs, 1800)
+        procs.append(bench.start(_sink_child, (bench.sink_options(), False, sink), "sink"))
+        rater_end = _wait(members, legs, procs, 1800)
+        end = _wait([sink], legs, procs, 1800)
         _stop(procs)
-        rated = Timing(legs, end - rater.first.value)
+        first = min(c.first.value for c in members if c.first.value)
+        rated = Timing(legs, end - first)
         stored, revenue = bench.cdrs()
         _check_count("CDR table (FINAL)", stored, legs)
-        echo(f"  (the rater alone committed all legs after {rater_end - rater.first.value:.2f} s)")
+        shares = ", ".join(f"{c.done.value}" for c in members)
+        echo(f"  ({raters} rater(s) committed all legs after {rater_end - first:.2f} s; legs each: {shares})")
         echo(
-            f"rated and stored (rater + sink processes):  {rated.rate:,.0f} legs/s "
+            f"rated and stored ({raters} rater(s) + sink processes):  {rated.rate:,.0f} legs/s "
             f"({legs} legs in {rated.seconds:.2f} s; {stored} CDRs, revenue {revenue})"
         )
         result = Round(
             passthrough,
             rated,
-            rater_cpu_us=rater.cpu_s / legs * 1e6,
+            rater_cpu_us=sum(c.cpu_s for c in members) / legs * 1e6,
             sink_cpu_us=sink.cpu_s / legs * 1e6,
         )
         echo(

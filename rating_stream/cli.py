@@ -161,6 +161,7 @@ def bench_rating_cmd(
     legs: int = typer.Option(200_000, help="legs to push through each path"),
     batch_max: int = typer.Option(20_000, help="legs per rater transaction at most"),
     rounds: int = typer.Option(3, min=1, help="rounds on fresh topics; medians are reported"),
+    raters: int = typer.Option(1, min=1, max=6, help="raters in one group sharing the legs' 6 partitions"),
     latency: bool = typer.Option(
         False, "--latency", help="also measure leg -> ClickHouse latency at a steady --rate"
     ),
@@ -177,7 +178,9 @@ def bench_rating_cmd(
 
     echo = (lambda text: print(text, file=sys.stderr)) if as_json else print
     try:
-        summary = run_rounds(rounds=rounds, legs=legs, batch_max=batch_max, keep=keep, echo=echo)
+        summary = run_rounds(
+            rounds=rounds, legs=legs, batch_max=batch_max, keep=keep, echo=echo, raters=raters
+        )
         figures = summary.as_dict()
         if latency:
             figures["latency"] = run_latency(rate=rate, seconds=seconds, echo=echo).__dict__
