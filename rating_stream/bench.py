@@ -436,6 +436,7 @@ def run_bench(legs: int = 200_000, batch_max: int = 20_000, keep: bool = False, 
             topic=names.topic("legs"),
             table=names.table("raw"),
             columns=RAW_COLUMNS,
+            stamp_inserted_at=False,  # the pass-through table has no inserted_at
         )
         procs = [bench.start(_sink_child, (raw_opts, True, clocks), "pass-through")]
         end = _wait(clocks.done, legs, procs, 1800)
