@@ -65,9 +65,9 @@ def _service_line(service: object) -> str:
     product = products[service.name.split("-")[0]]  # clickhouse-2: replica 2
     version = f"{product} {service.version}" if service.version else product
     if not service.running:
-        return f"{service.name:<11} not running   ({ports})"
+        return f"{service.name:<12} not running   ({ports})"
     state = service.action or ("answering" if service.answering else "NOT answering")
-    return f"{service.name:<11} {state:<15} {version:<20} pid {service.pid:<8} 127.0.0.1: {ports}"
+    return f"{service.name:<12} {state:<15} {version:<20} pid {service.pid:<8} 127.0.0.1: {ports}"
 
 
 # --- stack ---------------------------------------------------------------------------------------
@@ -92,8 +92,8 @@ def stack_up(
     for service in report.services:
         typer.echo(_service_line(service))
     if report.topics is not None:
-        typer.echo(f"topics      {report.topics.summary()}")
-        typer.echo(f"migrations  {', '.join(report.migrations) if report.migrations else 'up to date'}")
+        typer.echo(f"topics       {report.topics.summary()}")
+        typer.echo(f"migrations   {', '.join(report.migrations) if report.migrations else 'up to date'}")
     typer.echo(f"ready in {report.seconds:.1f} s (state in {stack.layout().root})")
 
 
@@ -105,7 +105,7 @@ def stack_down() -> None:
 
     for service in stack.down():
         pid = f" (pid {service.pid})" if service.pid else ""
-        typer.echo(f"{service.name:<11} {service.action}{pid}")
+        typer.echo(f"{service.name:<12} {service.action}{pid}")
 
 
 @stack_app.command("status")
@@ -118,14 +118,14 @@ def stack_status() -> None:
     for service in services:
         typer.echo(_service_line(service))
         if service.running:
-            typer.echo(f"{'':<11} {service.detail}")
+            typer.echo(f"{'':<12} {service.detail}")
     clickhouse = next(s for s in services if s.name == "clickhouse")
     if clickhouse.answering:
         http_port = stack.layout().settings.clickhouse_http_port
         tables = stack.clickhouse_query(
             http_port, "SELECT name FROM system.tables WHERE database = 'callback' ORDER BY name")
         listing = textwrap.fill(", ".join(tables.split()) or "(none)", width=100,
-                                initial_indent=f"{'':<12}tables in callback: ", subsequent_indent=" " * 12)
+                                initial_indent=f"{'':<13}tables in callback: ", subsequent_indent=" " * 13)
         typer.echo(listing)
     if not all(s.running for s in services):
         raise typer.Exit(3)
