@@ -124,6 +124,15 @@ def test_up_starts_zookeeper_and_both_replicas_and_status_shows_every_member(rep
     assert all("answering" in line for line in lines.values()), status.stdout
     assert "replica-2 of cluster callback" in status.stdout
 
+    # up again, without the option: the folder's choice, every member already running, migrations done
+    again = replicated.callback("stack", "up")
+    assert again.returncode == 0, again.stderr[-2000:]
+    members = [line.split()[:3] for line in again.stdout.splitlines()
+               if line and not line[0].isspace() and line.split()[0] not in ("topics", "migrations", "ready")]
+    assert [m[0] for m in members] == ["kafka", "clickhouse", "clickhouse-2", "zookeeper"]
+    assert all(m[1:] == ["already", "running"] for m in members), again.stdout
+    assert "migrations   up to date" in again.stdout
+
     # the folder keeps its layout: one line, nothing changed
     other = replicated.callback("stack", "up", "--clickhouse-replicas", "1")
     assert other.returncode == 1 and "was set up with 2 ClickHouse replica(s), not 1" in other.stderr
