@@ -181,22 +181,28 @@ def _replicas_file(root: Path) -> Path:
     return root / "clickhouse-replicas"
 
 
+def _holds_tables(root: Path) -> bool:
+    """Whether replica 1 of this folder has created the pipeline's database (it has run migrations)."""
+    return (root / "clickhouse" / "data" / "metadata" / "callback").is_dir()
+
+
 def recorded_clickhouse_replicas(root: Path) -> int | None:
     """The ClickHouse replicas this state folder was set up with; None for a folder never started.
 
-    A folder from before replicas existed holds one server's data: that is 1 as well."""
+    A folder from before replicas existed holds one server's tables: that is 1 as well."""
     try:
         return int(_replicas_file(root).read_text().strip())
     except (FileNotFoundError, ValueError):
-        return 1 if (root / "clickhouse" / "data").is_dir() else None
+        return 1 if _holds_tables(root) else None
 
 
 def _layout_for_up(replicas: int | None) -> StackLayout:
     """The layout ``up`` starts: ``replicas`` (the CLI option), else settings.stack when set there,
     else what the state folder records, else one server; recorded in the folder for later commands.
 
-    A folder keeps its choice: replicated tables cannot start without their ZooKeeper, plain ones
-    never become replicated, so another count needs another (or an emptied) state folder."""
+    A folder keeps its choice once it holds tables: replicated tables cannot start without their
+    ZooKeeper, plain ones never become replicated, so another count needs another (or an emptied)
+    state folder. Before that (say a first start that found a port busy) the choice can change."""
     settings = get_settings().stack
     root = Path(settings.state_dir).resolve()
     recorded = recorded_clickhouse_replicas(root)
@@ -206,7 +212,7 @@ def _layout_for_up(replicas: int | None) -> StackLayout:
     if wanted not in CLICKHOUSE_REPLICA_CHOICES:
         raise StackError(f"ClickHouse replicas must be 1 or 2, not {wanted} "
                          "(--clickhouse-replicas / CALLBACK_STACK__CLICKHOUSE_REPLICAS)")
-    if recorded is not None and recorded != wanted:
+    if recorded is not None and recorded != wanted and _holds_tables(root):
         raise StackError(f"the stack in {root} was set up with {recorded} ClickHouse replica(s), not "
                          f"{wanted}: use another CALLBACK_STACK__STATE_DIR, or `callback stack down` and "
                          "delete that folder")

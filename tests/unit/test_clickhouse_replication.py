@@ -222,6 +222,9 @@ def test_replica_count_is_checked_and_kept_by_the_state_folder(tmp_path: Path,
         assert stack._layout_for_up(2).settings.clickhouse_replicas == 2
         assert stack._layout_for_up(None).settings.clickhouse_replicas == 2  # recorded
         assert stack.layout().replicated  # status and down see both replicas
+        assert not stack._layout_for_up(1).replicated  # no tables yet: the choice may still change
+        stack._layout_for_up(2)
+        (tmp_path / "st" / "clickhouse" / "data" / "metadata" / "callback").mkdir(parents=True)
         with pytest.raises(StackError, match="was set up with 2 ClickHouse replica"):
             stack._layout_for_up(1)
     finally:
@@ -230,7 +233,7 @@ def test_replica_count_is_checked_and_kept_by_the_state_folder(tmp_path: Path,
 
 def test_a_state_folder_from_before_replicas_is_one_server(tmp_path: Path) -> None:
     assert stack.recorded_clickhouse_replicas(tmp_path) is None
-    (tmp_path / "clickhouse" / "data").mkdir(parents=True)
+    (tmp_path / "clickhouse" / "data" / "metadata" / "callback").mkdir(parents=True)
     assert stack.recorded_clickhouse_replicas(tmp_path) == 1
 
 
