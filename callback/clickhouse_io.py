@@ -4,6 +4,12 @@ The one place a ``clickhouse_driver.Client`` is made (beside ``callback/kafka_io
 the CDR sink, ``callback rerate``, the benchmarks, the demo's report, ``callback migrate`` and the
 local stack's provisioning all connect through ``clickhouse_client``. Tables are always named with
 their database (``callback.cdr``), so the client sets none: migrations create the database.
+
+On a replicated cluster (settings.clickhouse.alt_hosts) the client knows every replica: it connects
+to ``host:port`` or, when that does not answer, to the next of ``alt_hosts``, and a client whose
+server died reconnects the same way on its next query. The CDR sink's retry of a failed insert
+therefore lands on a surviving replica, where block deduplication drops it if the dead one had
+stored it already (docs/analytics.md, "Replicated ClickHouse").
 """
 
 from __future__ import annotations
@@ -35,4 +41,6 @@ def clickhouse_client(ch: ClickHouseSettings | None = None, **overrides: Any) ->
         "send_receive_timeout": SEND_RECEIVE_TIMEOUT_S,
         "settings": {"insert_block_size": INSERT_BLOCK_SIZE},
     }
+    if ch.alt_hosts.strip():
+        kwargs["alt_hosts"] = ",".join(f"{host}:{port}" for host, port in ch.replica_addresses()[1:])
     return Client(**(kwargs | overrides))

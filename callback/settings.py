@@ -38,6 +38,23 @@ class ClickHouseSettings(BaseModel):
     database: str = "callback"
     user: str = "default"
     password: str = ""
+    #: name of the ``<remote_servers>`` cluster whose replicas hold the tables: ``callback migrate``
+    #: then creates Replicated* tables on every replica (``host:port`` and ``alt_hosts``) and the
+    #: Distributed ``callback.cdr_all`` over it; '' = one server, plain MergeTree tables
+    cluster: str = ""
+    #: the other replicas as ``host:port,host:port``: every client fails over to them in order when
+    #: ``host:port`` does not answer (clickhouse-driver's ``alt_hosts``), and migrations reach them all
+    alt_hosts: str = ""
+
+    def replica_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of every server these settings name: ``host:port`` first, then ``alt_hosts``."""
+        addresses = [(self.host, self.port)]
+        for item in filter(None, (part.strip() for part in self.alt_hosts.split(","))):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"clickhouse.alt_hosts: {item!r} is not host:port")
+            addresses.append((host, int(port)))
+        return addresses
 
 
 class StackSettings(BaseModel):
@@ -49,6 +66,12 @@ class StackSettings(BaseModel):
     clickhouse_tcp_port: int = 9000
     clickhouse_http_port: int = 8123
     kafka_heap: str = "512m"
+    #: 1 = one ClickHouse server, as always; 2 = two replicas of one shard and a ZooKeeper
+    #: (``callback stack up --clickhouse-replicas 2``). Replica n (1-based) listens on the
+    #: clickhouse_*_port settings plus n - 1; the interserver (replication) port is used only then
+    clickhouse_replicas: int = 1
+    clickhouse_interserver_port: int = 9009
+    zookeeper_port: int = 2181
 
 
 class SessionTimeouts(BaseModel):

@@ -61,12 +61,13 @@ def _service_line(service: object) -> str:
 
     assert isinstance(service, ServiceStatus)
     ports = ", ".join(f"{label} {port}" for label, port in service.ports.items())
-    product = {"kafka": "Kafka", "clickhouse": "ClickHouse"}[service.name]
+    products = {"kafka": "Kafka", "clickhouse": "ClickHouse", "zookeeper": "ZooKeeper"}
+    product = products[service.name.split("-")[0]]  # clickhouse-2: replica 2
     version = f"{product} {service.version}" if service.version else product
     if not service.running:
-        return f"{service.name:<11} not running   ({ports})"
+        return f"{service.name:<12} not running   ({ports})"
     state = service.action or ("answering" if service.answering else "NOT answering")
-    return f"{service.name:<11} {state:<15} {version:<20} pid {service.pid:<8} 127.0.0.1: {ports}"
+    return f"{service.name:<12} {state:<15} {version:<20} pid {service.pid:<8} 127.0.0.1: {ports}"
 
 
 # --- stack ---------------------------------------------------------------------------------------
@@ -79,16 +80,20 @@ stack_app = typer.Typer(help="The local Kafka + ClickHouse stack (state in setti
 @_one_line_errors
 def stack_up(
     provision: Annotated[bool, typer.Option(help="Also create topics and apply migrations.")] = True,
+    clickhouse_replicas: Annotated[int | None, typer.Option(
+        "--clickhouse-replicas", help="1 (one server) or 2 (two replicas of one shard and a ZooKeeper); "
+        "kept in the state folder. Default: CALLBACK_STACK__CLICKHOUSE_REPLICAS, else what the folder has.",
+        show_default=False)] = None,
 ) -> None:
     """Start Kafka and ClickHouse (if not running), wait until they answer, provision them."""
     from infra import stack
 
-    report = stack.up(provision=provision)
+    report = stack.up(provision=provision, clickhouse_replicas=clickhouse_replicas)
     for service in report.services:
         typer.echo(_service_line(service))
     if report.topics is not None:
-        typer.echo(f"topics      {report.topics.summary()}")
-        typer.echo(f"migrations  {', '.join(report.migrations) if report.migrations else 'up to date'}")
+        typer.echo(f"topics       {report.topics.summary()}")
+        typer.echo(f"migrations   {', '.join(report.migrations) if report.migrations else 'up to date'}")
     typer.echo(f"ready in {report.seconds:.1f} s (state in {stack.layout().root})")
 
 
@@ -100,7 +105,7 @@ def stack_down() -> None:
 
     for service in stack.down():
         pid = f" (pid {service.pid})" if service.pid else ""
-        typer.echo(f"{service.name:<11} {service.action}{pid}")
+        typer.echo(f"{service.name:<12} {service.action}{pid}")
 
 
 @stack_app.command("status")
@@ -113,14 +118,14 @@ def stack_status() -> None:
     for service in services:
         typer.echo(_service_line(service))
         if service.running:
-            typer.echo(f"{'':<11} {service.detail}")
+            typer.echo(f"{'':<12} {service.detail}")
     clickhouse = next(s for s in services if s.name == "clickhouse")
     if clickhouse.answering:
         http_port = stack.layout().settings.clickhouse_http_port
         tables = stack.clickhouse_query(
             http_port, "SELECT name FROM system.tables WHERE database = 'callback' ORDER BY name")
         listing = textwrap.fill(", ".join(tables.split()) or "(none)", width=100,
-                                initial_indent=f"{'':<12}tables in callback: ", subsequent_indent=" " * 12)
+                                initial_indent=f"{'':<13}tables in callback: ", subsequent_indent=" " * 13)
         typer.echo(listing)
     if not all(s.running for s in services):
         raise typer.Exit(3)
@@ -192,21 +197,20 @@ def migrate(
     directory: Annotated[Path | None, typer.Option(
         "--dir", help="Folder of NNNN_name.sql files (default: infra/migrations).")] = None,
 ) -> None:
-    """Apply pending ClickHouse migrations to the server of settings.clickhouse."""
+    """Apply pending ClickHouse migrations to the server of settings.clickhouse, or to every replica
+    of settings.clickhouse.cluster (host:port and alt_hosts) as Replicated tables."""
     from clickhouse_driver.errors import Error as ClickHouseError
 
-    from callback.clickhouse_io import clickhouse_client
-    from infra.migrate import MIGRATIONS_DIR, STATEMENT_TIMEOUT_S, MigrationError, apply_migrations
+    from infra.migrate import MIGRATIONS_DIR, MigrationError
+    from infra.migrate import migrate as apply
 
     ch = get_settings().clickhouse
-    client = clickhouse_client(ch, send_receive_timeout=STATEMENT_TIMEOUT_S)
+    where = f"{ch.host}:{ch.port}" + (f" (cluster {ch.cluster}, also {ch.alt_hosts})" if ch.cluster else "")
     try:
-        done = apply_migrations(client, directory or MIGRATIONS_DIR)
-    except ClickHouseError as exc:  # connection refused, auth: a user-fixable setting
+        done = apply(ch, directory or MIGRATIONS_DIR)
+    except (ClickHouseError, ValueError) as exc:  # refused, auth, a bad alt_hosts: user-fixable settings
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MigrationError(f"ClickHouse at {ch.host}:{ch.port}: {first_line}") from exc
-    finally:
-        client.disconnect()
+        raise MigrationError(f"ClickHouse at {where}: {first_line}") from exc
     typer.echo(f"applied {', '.join(done)}" if done else "migrations up to date")
 
 

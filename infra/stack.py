@@ -6,6 +6,12 @@ catalogue and applies the ClickHouse migrations; ``down()`` stops exactly what `
 logs, pid files) lives in ``settings.stack.state_dir``, and every port comes from settings, so
 several stacks (a developer's, a test session's) can run side by side on one machine.
 
+``up(clickhouse_replicas=2)`` makes ClickHouse a replicated cluster: a standalone ZooKeeper (from
+the Kafka jars, which carry it) and a second ClickHouse server, both replicas of one shard of the
+cluster ``callback``; the tables are then created in their Replicated* form on both (see
+``infra.migrate``). The choice is recorded in the state folder, since the data folders only work
+with the layout that wrote them.
+
 Why not Docker or a Python Kafka look-alike: the pipeline relies on Kafka transactions, compaction
 and exact offsets, so tests run against the real broker, assembled from Maven Central jars (see
 ``infra/kafka/pom.xml``), and against Debian's ClickHouse 18.16, the oldest dialect we must speak.
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -30,7 +37,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from callback.settings import StackSettings, get_settings
+from callback.settings import ClickHouseSettings, StackSettings, get_settings
 from infra.process import ManagedProcess, port_accepts, port_is_free, wait_until
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,12 @@ KAFKA_POM = INFRA_DIR / "kafka" / "pom.xml"
 KAFKA_LIBS = INFRA_DIR / "kafka" / "libs"
 CLICKHOUSE_TEMPLATES = INFRA_DIR / "clickhouse"
 HOST = "127.0.0.1"
+#: the <remote_servers> cluster of a replicated local stack (what settings.clickhouse.cluster names)
+CLICKHOUSE_CLUSTER = "callback"
+#: ClickHouse replicas the local stack can run: one server, or two replicas of one shard
+CLICKHOUSE_REPLICA_CHOICES = (1, 2)
+#: a standalone ZooKeeper for two ClickHouse replicas needs little memory
+ZOOKEEPER_HEAP = "128m"
 
 #: how long a server may take to answer after its process started
 START_TIMEOUT_S = 90.0
@@ -104,20 +117,108 @@ class StackLayout:
                 Port("Kafka controller", s.kafka_controller_port, "CALLBACK_STACK__KAFKA_CONTROLLER_PORT")]
 
     def clickhouse_ports(self) -> list[Port]:
-        s = self.settings
-        return [Port("ClickHouse native", s.clickhouse_tcp_port, "CALLBACK_STACK__CLICKHOUSE_TCP_PORT"),
-                Port("ClickHouse HTTP", s.clickhouse_http_port, "CALLBACK_STACK__CLICKHOUSE_HTTP_PORT")]
+        return self.clickhouse_replica_ports(1)
 
     def kafka_process(self) -> ManagedProcess:
         return ManagedProcess("kafka", self.kafka_dir / "kafka.pid", str(self.kafka_properties))
 
     def clickhouse_process(self) -> ManagedProcess:
-        return ManagedProcess("clickhouse", self.clickhouse_dir / "clickhouse.pid",
-                              str(self.clickhouse_config))
+        return self.clickhouse_replica_process(1)
+
+    # the replicated layout (clickhouse_replicas > 1): replica 1 is the single server as always
+
+    @property
+    def replicated(self) -> bool:
+        return self.settings.clickhouse_replicas > 1
+
+    def clickhouse_replica_dir(self, replica: int) -> Path:
+        """Replica 1 keeps the single server's folder, so one replica is laid out as it always was."""
+        return self.clickhouse_dir if replica == 1 else self.root / f"clickhouse{replica}"
+
+    def clickhouse_replica_ports(self, replica: int) -> list[Port]:
+        """Replica n listens on the configured ports + n - 1, and on an interserver (replication)
+        port only when there are replicas to fetch parts from it."""
+        s, step = self.settings, replica - 1
+        note = f" (+{step} for replica {replica})" if step else ""
+        env = "CALLBACK_STACK__CLICKHOUSE_"
+        ports = [Port("ClickHouse native", s.clickhouse_tcp_port + step, f"{env}TCP_PORT{note}"),
+                 Port("ClickHouse HTTP", s.clickhouse_http_port + step, f"{env}HTTP_PORT{note}")]
+        if self.replicated:
+            ports.append(Port("ClickHouse interserver", s.clickhouse_interserver_port + step,
+                              f"{env}INTERSERVER_PORT{note}"))
+        return ports
+
+    def clickhouse_replica_process(self, replica: int) -> ManagedProcess:
+        name = "clickhouse" if replica == 1 else f"clickhouse-{replica}"
+        folder = self.clickhouse_replica_dir(replica)
+        return ManagedProcess(name, folder / "clickhouse.pid", str(folder / "config.xml"))
+
+    def clickhouse_replica_numbers(self) -> range:
+        return range(1, self.settings.clickhouse_replicas + 1)
+
+    @property
+    def zookeeper_dir(self) -> Path:
+        return self.root / "zookeeper"
+
+    def zookeeper_ports(self) -> list[Port]:
+        return [Port("ZooKeeper client", self.settings.zookeeper_port, "CALLBACK_STACK__ZOOKEEPER_PORT")]
+
+    def zookeeper_process(self) -> ManagedProcess:
+        folder = self.zookeeper_dir
+        return ManagedProcess("zookeeper", folder / "zookeeper.pid", str(folder / "zoo.cfg"))
 
 
 def layout() -> StackLayout:
-    return StackLayout(get_settings().stack)
+    """The stack of the settings, with as many ClickHouse replicas as its state folder records."""
+    settings = get_settings().stack
+    recorded = recorded_clickhouse_replicas(Path(settings.state_dir).resolve())
+    if recorded is not None:
+        settings = settings.model_copy(update={"clickhouse_replicas": recorded})
+    return StackLayout(settings)
+
+
+def _replicas_file(root: Path) -> Path:
+    return root / "clickhouse-replicas"
+
+
+def _holds_tables(root: Path) -> bool:
+    """Whether replica 1 of this folder has created the pipeline's database (it has run migrations)."""
+    return (root / "clickhouse" / "data" / "metadata" / "callback").is_dir()
+
+
+def recorded_clickhouse_replicas(root: Path) -> int | None:
+    """The ClickHouse replicas this state folder was set up with; None for a folder never started.
+
+    A folder from before replicas existed holds one server's tables: that is 1 as well."""
+    try:
+        return int(_replicas_file(root).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return 1 if _holds_tables(root) else None
+
+
+def _layout_for_up(replicas: int | None) -> StackLayout:
+    """The layout ``up`` starts: ``replicas`` (the CLI option), else settings.stack when set there,
+    else what the state folder records, else one server; recorded in the folder for later commands.
+
+    A folder keeps its choice once it holds tables: replicated tables cannot start without their
+    ZooKeeper, plain ones never become replicated, so another count needs another (or an emptied)
+    state folder. Before that (say a first start that found a port busy) the choice can change."""
+    settings = get_settings().stack
+    root = Path(settings.state_dir).resolve()
+    recorded = recorded_clickhouse_replicas(root)
+    explicit = "clickhouse_replicas" in settings.model_fields_set
+    wanted = replicas if replicas is not None else (
+        settings.clickhouse_replicas if explicit or recorded is None else recorded)
+    if wanted not in CLICKHOUSE_REPLICA_CHOICES:
+        raise StackError(f"ClickHouse replicas must be 1 or 2, not {wanted} "
+                         "(--clickhouse-replicas / CALLBACK_STACK__CLICKHOUSE_REPLICAS)")
+    if recorded is not None and recorded != wanted and _holds_tables(root):
+        raise StackError(f"the stack in {root} was set up with {recorded} ClickHouse replica(s), not "
+                         f"{wanted}: use another CALLBACK_STACK__STATE_DIR, or `callback stack down` and "
+                         "delete that folder")
+    root.mkdir(parents=True, exist_ok=True)
+    _replicas_file(root).write_text(f"{wanted}\n")
+    return StackLayout(settings.model_copy(update={"clickhouse_replicas": wanted}))
 
 
 # --- reports -------------------------------------------------------------------------------------
@@ -280,15 +381,70 @@ def kafka_log4j(lay: StackLayout) -> str:
     ])
 
 
-def clickhouse_configs(lay: StackLayout) -> dict[str, str]:
-    """config.xml and users.xml from the templates in infra/clickhouse, with paths and ports filled."""
+def clickhouse_configs(lay: StackLayout, replica: int = 1) -> dict[str, str]:
+    """config.xml and users.xml from the templates in infra/clickhouse, with paths and ports filled;
+    on a replicated stack also config.d/replication.xml, which ClickHouse merges into config.xml."""
+    ports = {port.label: port.number for port in lay.clickhouse_replica_ports(replica)}
     values = {
-        "state_dir": str(lay.clickhouse_dir),
-        "tcp_port": str(lay.settings.clickhouse_tcp_port),
-        "http_port": str(lay.settings.clickhouse_http_port),
+        "state_dir": str(lay.clickhouse_replica_dir(replica)),
+        "tcp_port": str(ports["ClickHouse native"]),
+        "http_port": str(ports["ClickHouse HTTP"]),
     }
-    return {name: Template((CLICKHOUSE_TEMPLATES / name).read_text()).substitute(values)
-            for name in ("config.xml", "users.xml")}
+    configs = {name: Template((CLICKHOUSE_TEMPLATES / name).read_text()).substitute(values)
+               for name in ("config.xml", "users.xml")}
+    if lay.replicated:
+        configs["config.d/replication.xml"] = clickhouse_replication_config(lay, replica)
+    return configs
+
+
+def clickhouse_replication_config(lay: StackLayout, replica: int) -> str:
+    """What makes a server replica ``replica`` of the cluster: ZooKeeper, its <macros> (one shard,
+    ``replica-N``), the <remote_servers> cluster of all replicas, and its interserver port, on which
+    the other replicas fetch the parts it wrote (advertised as 127.0.0.1, not the host name)."""
+    members = "\n".join(
+        f"{' ' * 16}<replica><host>{HOST}</host><port>{port}</port></replica>"
+        for port in (lay.settings.clickhouse_tcp_port + n - 1 for n in lay.clickhouse_replica_numbers()))
+    values = {
+        "interserver_port": str(lay.settings.clickhouse_interserver_port + replica - 1),
+        "zookeeper_port": str(lay.settings.zookeeper_port),
+        "replica": f"replica-{replica}",
+        "cluster": CLICKHOUSE_CLUSTER,
+        "members": members.strip(),
+    }
+    return Template((CLICKHOUSE_TEMPLATES / "replication.xml").read_text()).substitute(values)
+
+
+def zookeeper_config(lay: StackLayout) -> str:
+    """zoo.cfg of one standalone ZooKeeper: loopback only, data in the state folder, the admin web
+    server off (it would take port 8080), ``ruok`` allowed for the readiness probe, old snapshots
+    purged hourly."""
+    props = {
+        "tickTime": "2000",
+        "dataDir": str(lay.zookeeper_dir / "data"),
+        "clientPort": str(lay.settings.zookeeper_port),
+        "clientPortAddress": HOST,
+        "maxClientCnxns": "0",
+        "admin.enableServer": "false",
+        "4lw.commands.whitelist": "ruok,srvr,mntr",
+        "autopurge.snapRetainCount": "3",
+        "autopurge.purgeInterval": "1",
+    }
+    lines = ["# generated by infra/stack.py on every start; edit zookeeper_config() instead"]
+    return "\n".join(lines + [f"{key}={value}" for key, value in props.items()]) + "\n"
+
+
+def zookeeper_log4j(lay: StackLayout) -> str:
+    """ZooKeeper logs (through the Kafka jars' slf4j-reload4j) to a rolling file in its folder."""
+    return "\n".join([
+        "log4j.rootLogger=INFO, file",
+        "log4j.appender.file=org.apache.log4j.RollingFileAppender",
+        f"log4j.appender.file.File={lay.zookeeper_dir / 'zookeeper.log'}",
+        "log4j.appender.file.MaxFileSize=20MB",
+        "log4j.appender.file.MaxBackupIndex=2",
+        "log4j.appender.file.layout=org.apache.log4j.PatternLayout",
+        "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n",
+        "",
+    ])
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -414,17 +570,18 @@ def _kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
 # --- ClickHouse ------------------------------------------------------------------------------------
 
 
-def _start_clickhouse(lay: StackLayout) -> int:
+def _start_clickhouse(lay: StackLayout, replica: int = 1) -> int:
     binary = clickhouse_server_binary()
-    _check_ports_free(lay.clickhouse_ports())
+    folder = lay.clickhouse_replica_dir(replica)
+    _check_ports_free(lay.clickhouse_replica_ports(replica))
     for sub in ("data", "tmp", "log", "user_files", "format_schemas"):
-        (lay.clickhouse_dir / sub).mkdir(parents=True, exist_ok=True)
-    for name, text in clickhouse_configs(lay).items():
-        _write_if_changed(lay.clickhouse_dir / name, text)
-    proc = lay.clickhouse_process()
-    pid = proc.start([binary, f"--config-file={lay.clickhouse_config}"], cwd=lay.clickhouse_dir,
-                     output=lay.clickhouse_dir / "log" / "stdout.log")
-    _write_run_file(proc, pid, lay.clickhouse_ports(), None)
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name, text in clickhouse_configs(lay, replica).items():
+        _write_if_changed(folder / name, text)
+    proc = lay.clickhouse_replica_process(replica)
+    pid = proc.start([binary, f"--config-file={folder / 'config.xml'}"], cwd=folder,
+                     output=folder / "log" / "stdout.log")
+    _write_run_file(proc, pid, lay.clickhouse_replica_ports(replica), None)
     return pid
 
 
@@ -450,6 +607,42 @@ def _clickhouse_version(http_port: int) -> str | None:
         return None
 
 
+# --- ZooKeeper (replicated ClickHouse only) --------------------------------------------------------
+
+
+def zookeeper_version(libs: Path = KAFKA_LIBS) -> str | None:
+    jars = sorted(libs.glob("zookeeper-[0-9]*.jar"))
+    return jars[0].stem.split("-", 1)[1] if jars else None
+
+
+def _start_zookeeper(lay: StackLayout) -> int:
+    """One standalone ZooKeeper from the Kafka jars (zookeeper, jute, netty, slf4j are among them)."""
+    ensure_kafka_jars()
+    java = _require_tool("java", "openjdk-17-jre-headless")
+    _check_ports_free(lay.zookeeper_ports())
+    (lay.zookeeper_dir / "data").mkdir(parents=True, exist_ok=True)
+    _write_if_changed(lay.zookeeper_dir / "zoo.cfg", zookeeper_config(lay))
+    _write_if_changed(lay.zookeeper_dir / "log4j.properties", zookeeper_log4j(lay))
+    proc = lay.zookeeper_process()
+    cmd = [java, f"-Xmx{ZOOKEEPER_HEAP}", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+           f"-Dlog4j.configuration=file:{lay.zookeeper_dir / 'log4j.properties'}",
+           "-cp", f"{KAFKA_LIBS}/*", "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+           str(lay.zookeeper_dir / "zoo.cfg")]
+    pid = proc.start(cmd, cwd=lay.zookeeper_dir, output=lay.zookeeper_dir / "stdout.log")
+    _write_run_file(proc, pid, lay.zookeeper_ports(), zookeeper_version())
+    return pid
+
+
+def _zookeeper_answers(port: int) -> bool:
+    """ZooKeeper's own health check: ``ruok`` answered with ``imok`` once it serves clients."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"ruok")
+            return sock.recv(4) == b"imok"
+    except OSError:
+        return False
+
+
 # --- up / down / status ----------------------------------------------------------------------------
 
 
@@ -465,7 +658,7 @@ class _Service:
     logs: tuple[Path, ...]
 
 
-def _services(lay: StackLayout) -> tuple[_Service, _Service]:
+def _services(lay: StackLayout) -> tuple[_Service, ...]:
     return (
         _Service(lay.kafka_process(), lay.kafka_ports(), _start_kafka,
                  lambda: _kafka_answers(lay.kafka_bootstrap),
@@ -474,7 +667,26 @@ def _services(lay: StackLayout) -> tuple[_Service, _Service]:
                  lambda: _clickhouse_answers(lay.settings.clickhouse_http_port),
                  (lay.clickhouse_dir / "log" / "stdout.log",
                   lay.clickhouse_dir / "log" / "clickhouse-server.err.log")),
-    )
+    ) + _replication_services(lay)
+
+
+def _replication_services(lay: StackLayout) -> tuple[_Service, ...]:
+    """ZooKeeper and ClickHouse replicas 2..n of a replicated stack; none for one server."""
+    if not lay.replicated:
+        return ()
+    zookeeper = _Service(lay.zookeeper_process(), lay.zookeeper_ports(), _start_zookeeper,
+                         lambda: _zookeeper_answers(lay.settings.zookeeper_port),
+                         (lay.zookeeper_dir / "stdout.log", lay.zookeeper_dir / "zookeeper.log"))
+    return (zookeeper, *(_clickhouse_replica_service(lay, n) for n in lay.clickhouse_replica_numbers()[1:]))
+
+
+def _clickhouse_replica_service(lay: StackLayout, replica: int) -> _Service:
+    folder = lay.clickhouse_replica_dir(replica)
+    http_port = lay.settings.clickhouse_http_port + replica - 1
+    return _Service(lay.clickhouse_replica_process(replica), lay.clickhouse_replica_ports(replica),
+                    lambda layout_: _start_clickhouse(layout_, replica),
+                    lambda: _clickhouse_answers(http_port),
+                    (folder / "log" / "stdout.log", folder / "log" / "clickhouse-server.err.log"))
 
 
 def _log_sizes(service: _Service) -> dict[Path, int]:
@@ -517,16 +729,18 @@ def _wait_ready(service: _Service, pid: int, offsets: dict[Path, int]) -> None:
                          f"(logs: {service.logs[0].parent})")
 
 
-def up(provision: bool = True) -> UpReport:
+def up(provision: bool = True, clickhouse_replicas: int | None = None) -> UpReport:
     """Start Kafka and ClickHouse unless already running, wait for both, then provision them.
+
+    ``clickhouse_replicas`` 2 adds ZooKeeper and a second ClickHouse replica (module doc); None
+    keeps what settings or the state folder say (``_layout_for_up``).
 
     Idempotent: servers of this state dir that already run are left alone (and reported so).
     Provisioning (topic catalogue, migrations) is idempotent as well, so ``up`` is always safe.
     All or nothing: when a server fails to start, the ones this call started are stopped again.
     """
     started_at = time.monotonic()
-    lay = layout()
-    lay.root.mkdir(parents=True, exist_ok=True)
+    lay = _layout_for_up(clickhouse_replicas)
     services = _services(lay)
     _check_port_settings([port for svc in services for port in svc.ports])
     running = {svc.proc.name: svc.proc.running_pid() for svc in services}
@@ -542,6 +756,9 @@ def up(provision: bool = True) -> UpReport:
         if not kafka_jars_present():
             _require_tool("mvn", "maven")
     if running["clickhouse"] is None:
+        clickhouse_server_binary()
+    if lay.replicated and None in running.values():
+        _require_tool("java", "openjdk-17-jre-headless")  # ZooKeeper
         clickhouse_server_binary()
 
     started: list[tuple[_Service, int, dict[Path, int]]] = []
@@ -573,32 +790,45 @@ def up(provision: bool = True) -> UpReport:
 
 def _provision(lay: StackLayout) -> tuple[Any, list[str]]:
     """Create the topic catalogue and apply migrations on this stack's own servers."""
-    from callback.clickhouse_io import clickhouse_client
-    from callback.settings import ClickHouseSettings
-    from infra.migrate import STATEMENT_TIMEOUT_S, apply_migrations
+    from infra.migrate import migrate
     from infra.topics import apply_catalogue
 
     # by address, like the probes: these are this stack's servers whatever the settings point at
     topics = apply_catalogue(lay.kafka_bootstrap, replication_factor=1)
-    client = clickhouse_client(ClickHouseSettings(host=HOST, port=lay.settings.clickhouse_tcp_port),
-                               send_receive_timeout=STATEMENT_TIMEOUT_S)
-    try:
-        migrations = apply_migrations(client)
-    finally:
-        client.disconnect()
-    return topics, migrations
+    return topics, migrate(stack_clickhouse_settings(lay))
+
+
+def stack_clickhouse_settings(lay: StackLayout) -> ClickHouseSettings:
+    """settings.clickhouse that point at this stack's ClickHouse: replica 1, and on a replicated
+    stack its cluster and the other replicas as alt hosts (what a sink or ``rerate`` would use)."""
+    s = lay.settings
+    if not lay.replicated:
+        return ClickHouseSettings(host=HOST, port=s.clickhouse_tcp_port, http_port=s.clickhouse_http_port)
+    others = ",".join(f"{HOST}:{s.clickhouse_tcp_port + n - 1}" for n in lay.clickhouse_replica_numbers()[1:])
+    return ClickHouseSettings(host=HOST, port=s.clickhouse_tcp_port, http_port=s.clickhouse_http_port,
+                              cluster=CLICKHOUSE_CLUSTER, alt_hosts=others)
 
 
 def down() -> list[ServiceStatus]:
-    """Stop the servers of this state dir (ClickHouse first, then Kafka); no process is left."""
+    """Stop the servers of this state dir (ClickHouse first, then ZooKeeper, then Kafka); no
+    process is left."""
     lay = layout()
     result = []
-    for proc in (lay.clickhouse_process(), lay.kafka_process()):
+    for proc in (*_clickhouse_processes_last_first(lay), *_zookeeper_processes(lay), lay.kafka_process()):
         pid = proc.stop(timeout=STOP_TIMEOUT_S)
         _run_file(proc).unlink(missing_ok=True)
         result.append(ServiceStatus(proc.name, running=False, pid=pid,
                                     action="stopped" if pid else "not running"))
     return result
+
+
+def _clickhouse_processes_last_first(lay: StackLayout) -> list[ManagedProcess]:
+    return [lay.clickhouse_replica_process(n) for n in reversed(lay.clickhouse_replica_numbers())]
+
+
+def _zookeeper_processes(lay: StackLayout) -> list[ManagedProcess]:
+    """ZooKeeper stops after every replica: a replica shutting down still talks to it."""
+    return [lay.zookeeper_process()] if lay.replicated else []
 
 
 def status(check: bool = True) -> list[ServiceStatus]:
@@ -616,14 +846,32 @@ def status(check: bool = True) -> list[ServiceStatus]:
         answering=bool(pid) and check and _kafka_answers(bootstrap),
         detail=f"bootstrap {bootstrap}, logs {lay.kafka_dir / 'server.log'}"))
 
-    clickhouse = lay.clickhouse_process()
-    pid = clickhouse.running_pid()
-    run = _read_run_file(clickhouse) if pid else {}
-    ports = run.get("ports") or {p.label: p.number for p in lay.clickhouse_ports()}
-    http_port = ports.get("ClickHouse HTTP", lay.settings.clickhouse_http_port)
-    version = _clickhouse_version(http_port) if pid else None
-    out.append(ServiceStatus(
-        "clickhouse", running=pid is not None, pid=pid, ports=ports, version=version,
-        answering=version is not None,
-        detail=f"logs {lay.clickhouse_dir / 'log'}"))
+    out += [_clickhouse_status(lay, n) for n in lay.clickhouse_replica_numbers()]
+    if lay.replicated:
+        out.append(_zookeeper_status(lay, check))
     return out
+
+
+def _clickhouse_status(lay: StackLayout, replica: int) -> ServiceStatus:
+    proc = lay.clickhouse_replica_process(replica)
+    pid = proc.running_pid()
+    run = _read_run_file(proc) if pid else {}
+    ports = run.get("ports") or {p.label: p.number for p in lay.clickhouse_replica_ports(replica)}
+    http_port = ports.get("ClickHouse HTTP", lay.settings.clickhouse_http_port + replica - 1)
+    version = _clickhouse_version(http_port) if pid else None
+    role = f"replica-{replica} of cluster {CLICKHOUSE_CLUSTER}, " if lay.replicated else ""
+    return ServiceStatus(proc.name, running=pid is not None, pid=pid, ports=ports, version=version,
+                         answering=version is not None,
+                         detail=f"{role}logs {lay.clickhouse_replica_dir(replica) / 'log'}")
+
+
+def _zookeeper_status(lay: StackLayout, check: bool) -> ServiceStatus:
+    proc = lay.zookeeper_process()
+    pid = proc.running_pid()
+    run = _read_run_file(proc) if pid else {}
+    ports = run.get("ports") or {p.label: p.number for p in lay.zookeeper_ports()}
+    port = ports.get("ZooKeeper client", lay.settings.zookeeper_port)
+    return ServiceStatus("zookeeper", running=pid is not None, pid=pid, ports=ports,
+                         version=run.get("version") or zookeeper_version(),
+                         answering=bool(pid) and check and _zookeeper_answers(port),
+                         detail=f"standalone, data {lay.zookeeper_dir / 'data'}, logs {lay.zookeeper_dir}")

@@ -458,6 +458,7 @@ def run_bench(
             topic=names.topic("legs"),
             table=names.table("raw"),
             columns=RAW_COLUMNS,
+            stamp_inserted_at=False,  # the pass-through table has no inserted_at
         )
         procs = [bench.start(_sink_child, (raw_opts, True, clocks), "pass-through")]
         end = _wait([clocks], legs, procs, 1800)

@@ -20,6 +20,11 @@ before a revocation. The sink says what a batch is and what storing it means:
   turns; the next batch is sent only after the previous one was stored and its offsets committed;
 * while ClickHouse is down the insert is retried with capped exponential backoff and the consumer
   is paused (still polled, so the group does not drop it): nothing is skipped, nothing lost;
+* a retry sends the very same block: ``inserted_at`` is filled once per batch by the sink, not by
+  the server's ``now()`` at each attempt, so on Replicated tables (a replicated cluster, see
+  docs/analytics.md) ClickHouse's block deduplication stores a batch that reached the server before
+  the failure only once, also when the retry lands on another replica (``alt_hosts``), and the
+  materialized views get it once too;
 * a record that is not a valid CDR goes to ``dlq.cdr.rated`` with the reason and never stops it;
 * neither does a row ClickHouse refuses (a value its column cannot hold, from a CDR written by an
   older rater or by hand): an insert that fails for any reason but the server being unreachable
@@ -42,9 +47,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import msgspec
 from clickhouse_driver import errors as ch_errors
@@ -137,6 +143,22 @@ class SinkOptions:
     idle_exit_s: float | None = None
     #: where unreadable records go: dlq.<dead_letter_source>
     dead_letter_source: str = CDR_RATED.name
+    #: fill ``inserted_at`` once per batch (module doc: a retry is the same block); False for a
+    #: table without that column (the rating bench's pass-through)
+    stamp_inserted_at: bool = True
+
+
+def insert_statement(options: SinkOptions) -> str:
+    """The sink's INSERT, its columns in the order of ``insert_block``."""
+    columns = (*options.columns, "inserted_at") if options.stamp_inserted_at else options.columns
+    return f"INSERT INTO {options.table} ({', '.join(columns)}) VALUES"
+
+
+def insert_block(rows: Sequence[tuple], stamp: datetime | None) -> list[Sequence]:
+    """The columns the sink sends for ``rows``; ``stamp`` (when stamping) is the batch's
+    ``inserted_at``, the same on every attempt, so every attempt is one identical block."""
+    columns: list[Sequence] = list(zip(*rows, strict=True))
+    return columns + [[stamp] * len(rows)] if stamp is not None else columns
 
 
 @dataclass
@@ -170,7 +192,7 @@ class CdrSink(Stage):
         self._msgs: list[Message] = []
         self.inserted = 0
         self._flushed_at = 0.0
-        self._insert_sql = f"INSERT INTO {options.table} ({', '.join(options.columns)}) VALUES"
+        self._insert_sql = insert_statement(options)
         self.loop = StageLoop(
             self,
             self._new_consumer,
@@ -308,9 +330,10 @@ class CdrSink(Stage):
         splits the rows in halves until each refused row is alone."""
         refused: list[tuple[int, str]] = []
         pending = [(0, len(rows))] if rows else []
+        stamp = datetime.now(UTC).replace(microsecond=0) if self.opt.stamp_inserted_at else None
         while pending:
             low, high = pending.pop()
-            exc = self._insert(rows[low:high])
+            exc = self._insert(rows[low:high], stamp)
             if exc is None:
                 continue
             if high - low == 1:
@@ -324,10 +347,10 @@ class CdrSink(Stage):
             pending += [(middle, high), (low, middle)]
         return refused
 
-    def _insert(self, rows: list[tuple]) -> BaseException | None:
+    def _insert(self, rows: list[tuple], stamp: datetime | None) -> BaseException | None:
         """Insert ``rows``, retrying while ClickHouse is unreachable (until the sink stops, then
         ``Abandoned``); returns None when stored, or the refusal when ClickHouse refused them."""
-        columns = list(zip(*rows, strict=True))
+        columns = insert_block(rows, stamp)
         delay = self.opt.backoff_initial_s
         while True:
             try:
