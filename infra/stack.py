@@ -768,7 +768,7 @@ def _create_internal_topics(bootstrap: str) -> None:
     transactional producer) with replication factor 3, and refuses to while a node is down: a
     consumer group or a rater first started after a node was lost would wait for it to return.
     """
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     from callback.kafka_io import base_config
@@ -781,8 +781,22 @@ def _create_internal_topics(bootstrap: str) -> None:
     # a consumer's offset lookup, not the admin client's: librdkafka's admin OffsetFetch can crash
     # on the NOT_COORDINATOR a new cluster answers (confluent-kafka-python #1982)
     consumer = Consumer(config | {"group.id": "callback-stack-internal-topics", "enable.auto.commit": False})
+    settling = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+
+    def offsets_answered() -> bool:
+        try:
+            consumer.committed([TopicPartition(CATALOGUE[0].name, 0)], timeout=ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].code() not in settling:
+                raise
+            return False  # the offsets topic is being created, or its leaders elected
+        return True
+
     try:
-        consumer.committed([TopicPartition(CATALOGUE[0].name, 0)], timeout=ADMIN_TIMEOUT_S)
+        if not wait_until(offsets_answered, ADMIN_TIMEOUT_S, interval=0.2):
+            raise StackError(f"the cluster at {bootstrap} has no consumer group coordinator "
+                             f"{ADMIN_TIMEOUT_S:.0f} s after it started: see the nodes' server.log")
     finally:
         consumer.close()
     wait_for_leaders(AdminClient(config), ["__consumer_offsets", "__transaction_state"])
