@@ -24,12 +24,13 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from callback.kafka_io import consumer_config, producer_config
+from callback.kafka_io import BROKER_DEFAULT_RF, consumer_config, producer_config
 from callback.settings import get_settings
 from infra import stack as local_stack
 from infra.process import group_members, is_alive, port_is_free, wait_until
+from infra.topics import wait_for_leaders
 from schemas.topics import CALLBACK_LEGS, CATALOGUE, Replication
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -137,6 +138,20 @@ def test_catalogue_has_three_replicas_and_min_insync_two(cluster: Cluster) -> No
         assert future.result(timeout=30)["min.insync.replicas"].value == "2", resource.name
 
 
+def test_topics_outside_the_catalogue_take_the_brokers_replication(cluster: Cluster) -> None:
+    """Benchmarks and test rigs create topics with BROKER_DEFAULT_RF: one replica would refuse
+    every acks=all write under the cluster's min.insync.replicas=2."""
+    name = f"test.cluster.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic(name, 1, BROKER_DEFAULT_RF)])[name].result(timeout=30)
+    wait_for_leaders(admin, [name])
+    assert len(admin.list_topics(name, timeout=30).topics[name].partitions[0].replicas) == 3
+    producer = Producer(producer_config(**{"bootstrap.servers": cluster.bootstrap}))
+    errors: list[KafkaError | None] = []
+    producer.produce(name, value=b"stored on three", on_delivery=lambda err, _msg: errors.append(err))
+    assert producer.flush(30) == 0 and errors == [None]
+
+
 def test_transaction_and_read_committed_group_on_three_nodes(cluster: Cluster) -> None:
     producer = _producer(cluster)
     _commit(producer, [b"before-1", b"before-2"], abort_first=True)
@@ -194,7 +209,8 @@ def test_up_brings_the_killed_node_back(cluster: Cluster) -> None:
     assert actions.pop(f"kafka-{cluster.killed}") == "started"
     assert set(actions.values()) == {"already running"}
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    assert set(admin.list_topics(timeout=30).brokers) == {1, 2, 3}
+    # the node answers as soon as it is registered; the other nodes' metadata learn of it a moment later
+    assert wait_until(lambda: set(admin.list_topics(timeout=30).brokers) == {1, 2, 3}, 30)
 
 
 def test_down_stops_every_node_and_frees_the_ports(cluster: Cluster) -> None:
