@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -196,3 +197,31 @@ def test_stack_up_with_an_unsupported_broker_count_is_one_line(tmp_path: Path) -
         "error: 2 brokers: the local stack runs 1 broker or a cluster of 3 "
         "(--brokers / CALLBACK_STACK__BROKERS)"]
     assert not (tmp_path / "st").exists()
+
+
+# --- producers ------------------------------------------------------------------------------------------
+
+_SOURCES = {path.relative_to(REPO).as_posix(): path.read_text()
+            for folder in ("callback", "producers", "processors", "rating_stream", "infra")
+            for path in (REPO / folder).rglob("*.py")}
+
+
+def test_every_producer_waits_for_all_in_sync_replicas() -> None:
+    """min.insync.replicas=2 protects a write only from a producer that asks for acks=all: the one
+    producer config sets it and nothing overrides it; Faust's producer is told -1 (all)."""
+    from callback.kafka_io import producer_config
+
+    assert producer_config("txn", **{"linger.ms": 1})["acks"] == "all"
+    setting_acks = sorted(name for name, text in _SOURCES.items() if re.search(r"[\"']acks[\"']\s*:", text))
+    assert setting_acks == ["callback/kafka_io.py"]
+    faust_acks = {name: re.findall(r"producer_acks=(-?\d+)", text) for name, text in _SOURCES.items()}
+    assert {name: acks for name, acks in faust_acks.items() if acks} == {
+        "processors/app.py": ["-1"], "processors/bench_bare.py": ["-1"]}
+
+
+def test_faust_declares_no_topic_of_its_own() -> None:
+    """Faust would create topics with its topic_replication_factor (1); it creates none, so every
+    topic's replication comes from the catalogue (or BROKER_DEFAULT_RF)."""
+    for name, text in _SOURCES.items():
+        assert text.count("faust.App(") == text.count("topic_allow_declare=False"), name
+    assert _SOURCES["processors/app.py"].count("faust.App(") == 1
