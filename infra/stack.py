@@ -213,6 +213,9 @@ def recorded_brokers(lay: StackLayout) -> int | None:
     except FileNotFoundError:
         legacy = lay.root / "kafka" / "data" / "meta.properties"
         return 1 if legacy.is_file() else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise StackError(f"{lay.brokers_file} does not say how many brokers this stack has: write "
+                         '{"brokers": N} with the count its kafka folders were formatted for') from None
 
 
 def existing_layout() -> StackLayout:

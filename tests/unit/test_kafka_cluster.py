@@ -168,6 +168,14 @@ def test_a_formatted_folder_refuses_another_broker_count_in_one_line(tmp_path: P
     stack._check_broker_count(_layout(tmp_path, brokers=3))
 
 
+def test_a_damaged_broker_count_is_one_line(tmp_path: Path) -> None:
+    lay = _layout(tmp_path)
+    lay.root.mkdir(parents=True)
+    lay.brokers_file.write_text("{")
+    with pytest.raises(StackError, match=r"kafka-brokers.json does not say how many brokers"):
+        stack.recorded_brokers(lay)
+
+
 def test_a_folder_formatted_before_counts_were_recorded_holds_one_broker(tmp_path: Path) -> None:
     lay = _layout(tmp_path)
     assert stack.recorded_brokers(lay) is None
