@@ -81,8 +81,8 @@ stack_app = typer.Typer(help="The local Kafka + ClickHouse stack (state in setti
 def stack_up(
     provision: Annotated[bool, typer.Option(help="Also create topics and apply migrations.")] = True,
     brokers: Annotated[int | None, typer.Option(
-        "--brokers", help="Kafka nodes: 1, or 3 for a cluster that survives losing one "
-                          "(default: settings.stack.brokers, CALLBACK_STACK__BROKERS).")] = None,
+        "--brokers", help="Kafka nodes: 1, or 3 for a cluster that survives losing one (default: "
+                          "CALLBACK_STACK__BROKERS, else what the state folder holds, else 1).")] = None,
 ) -> None:
     """Start Kafka and ClickHouse (if not running), wait until they answer, provision them."""
     from infra import stack
@@ -90,7 +90,7 @@ def stack_up(
     report = stack.up(provision=provision, brokers=brokers)
     for service in report.services:
         typer.echo(_service_line(service))
-    typer.echo(f"bootstrap   {stack.layout(brokers).kafka_bootstrap}")
+    typer.echo(f"bootstrap   {stack.existing_layout().kafka_bootstrap}")
     if report.topics is not None:
         typer.echo(f"topics      {report.topics.summary()}")
         typer.echo(f"{'':<11} {report.topics.replication_line()}")

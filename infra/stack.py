@@ -224,6 +224,16 @@ def existing_layout() -> StackLayout:
     return layout(recorded_brokers(layout()))
 
 
+def requested_layout(brokers: int | None = None) -> StackLayout:
+    """The stack ``up`` starts: ``--brokers``, else the count the settings name
+    (``CALLBACK_STACK__BROKERS`` or the settings file), else the one the state folder was formatted
+    with, so a plain ``callback stack up`` restarts a cluster as it is (1 for a new folder)."""
+    lay = layout(brokers)
+    if brokers is None and "brokers" not in lay.settings.model_fields_set:
+        return layout(recorded_brokers(lay))
+    return lay
+
+
 def _brokers_text(count: int) -> str:
     return f"{count} broker{'s' if count != 1 else ''}"
 
@@ -691,11 +701,11 @@ def up(provision: bool = True, brokers: int | None = None) -> UpReport:
     Idempotent: servers of this state dir that already run are left alone (and reported so).
     Provisioning (topic catalogue, migrations) is idempotent as well, so ``up`` is always safe.
     All or nothing: when a server fails to start, the ones this call started are stopped again.
-    ``brokers`` (``--brokers``) overrides settings.stack.brokers; it must be the count the state
-    folder was formatted with.
+    ``brokers`` (``--brokers``) overrides settings.stack.brokers; a count asked for must be the one
+    the state folder was formatted with (``requested_layout``).
     """
     started_at = time.monotonic()
-    lay = layout(brokers)
+    lay = requested_layout(brokers)
     _check_broker_count(lay)
     lay.root.mkdir(parents=True, exist_ok=True)
     services = _services(lay)

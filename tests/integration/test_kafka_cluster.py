@@ -202,9 +202,13 @@ def test_one_node_down_transactions_and_group_go_on(cluster: Cluster) -> None:
     assert all(status[f"kafka-{n}"].answering for n in (1, 2, 3) if n != victim)
 
 
-def test_up_brings_the_killed_node_back(cluster: Cluster) -> None:
+def test_up_brings_the_killed_node_back(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain ``up``, naming no broker count, starts the cluster the state folder holds."""
     assert cluster.killed is not None
+    monkeypatch.delenv("CALLBACK_STACK__BROKERS")
+    get_settings.cache_clear()
     report = local_stack.up(provision=False)
+    get_settings.cache_clear()  # the module's settings again once monkeypatch restores the count
     actions = {s.name: s.action for s in report.services}
     assert actions.pop(f"kafka-{cluster.killed}") == "started"
     assert set(actions.values()) == {"already running"}

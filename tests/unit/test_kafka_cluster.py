@@ -233,3 +233,32 @@ def test_faust_declares_no_topic_of_its_own() -> None:
     for name, text in _SOURCES.items():
         assert text.count("faust.App(") == text.count("topic_allow_declare=False"), name
     assert _SOURCES["processors/app.py"].count("faust.App(") == 1
+
+
+@pytest.fixture
+def state_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings of a stack in ``tmp_path/st`` that name no broker count (as a plain shell would)."""
+    from callback.settings import get_settings
+
+    monkeypatch.setenv("CALLBACK_STACK__STATE_DIR", str(tmp_path / "st"))
+    monkeypatch.delenv("CALLBACK_STACK__BROKERS", raising=False)
+    get_settings.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_plain_stack_up_takes_the_count_the_folder_holds(tmp_path: Path, state_settings) -> None:
+    from callback.settings import get_settings
+
+    assert stack.requested_layout().brokers == 1  # a new folder
+    assert stack.requested_layout(3).brokers == 3
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "kafka-brokers.json").write_text('{"brokers": 3}')
+    assert stack.requested_layout().brokers == 3
+    assert stack.existing_layout().brokers == 3
+    state_settings.setenv("CALLBACK_STACK__BROKERS", "1")  # a count asked for is checked, not replaced
+    get_settings.cache_clear()
+    assert stack.requested_layout().brokers == 1
+    with pytest.raises(StackError, match="formatted with 3 brokers, not 1"):
+        stack._check_broker_count(stack.requested_layout())
