@@ -731,15 +731,13 @@ def up(provision: bool = True, brokers: int | None = None) -> UpReport:
             if running[svc.proc.name] is None:
                 offsets = _log_sizes(svc)
                 started.append((svc, svc.start(lay), offsets))
-        for svc, pid, offsets in started:  # both boot concurrently; wait for each in turn
+        for svc, pid, offsets in started:  # all boot concurrently; wait for each in turn
             _wait_ready(svc, pid, offsets)
         for svc in services:
             if running[svc.proc.name] is not None:
                 _wait_ready(svc, running[svc.proc.name] or -1, _log_sizes(svc))
     except BaseException:
-        for svc, _pid, _offsets in started:
-            svc.proc.stop(timeout=STOP_TIMEOUT_S)
-            _run_file(svc.proc).unlink(missing_ok=True)
+        _stop_together([svc.proc for svc, _pid, _offsets in started])
         raise
 
     report = UpReport(services=_status(lay, check=False), seconds=0.0)
@@ -821,19 +819,21 @@ def _stop(proc: ManagedProcess) -> ServiceStatus:
     return ServiceStatus(proc.name, running=False, pid=pid, action="stopped" if pid else "not running")
 
 
-def down() -> list[ServiceStatus]:
-    """Stop the servers of this state dir (ClickHouse first, then Kafka); no process is left.
+def _stop_together(procs: list[ManagedProcess]) -> list[ServiceStatus]:
+    """Stop servers at the same time. A cluster's nodes must: each one's controlled shutdown asks
+    the controller quorum to move its partitions away, and stopped one after another the last node
+    would find no quorum left to ask and wait out ``STOP_TIMEOUT_S`` before its SIGKILL."""
+    if not procs:
+        return []
+    with ThreadPoolExecutor(max_workers=len(procs)) as pool:
+        return list(pool.map(_stop, procs))
 
-    A cluster's nodes are stopped together: each one's controlled shutdown asks the controller
-    quorum to move its partitions away, and stopped one after another the last node would find no
-    quorum left to ask and wait out ``STOP_TIMEOUT_S`` before its SIGKILL.
-    """
+
+def down() -> list[ServiceStatus]:
+    """Stop the servers of this state dir (ClickHouse first, then every Kafka node together); no
+    process is left."""
     lay = existing_layout()
-    result = [_stop(lay.clickhouse_process())]
-    nodes = [node.process() for node in lay.kafka_nodes()]
-    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        result += list(pool.map(_stop, nodes))
-    return result
+    return [_stop(lay.clickhouse_process()), *_stop_together([n.process() for n in lay.kafka_nodes()])]
 
 
 def status(check: bool = True) -> list[ServiceStatus]:
