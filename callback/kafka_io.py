@@ -114,6 +114,12 @@ def base_config(kafka: KafkaSettings | str | None = None, *, silent: bool = Fals
     return conf
 
 
+#: the replication factor of topics made outside the catalogue (benchmarks, tests): the broker's
+#: ``default.replication.factor``, 1 on the single local broker, 3 on the local cluster, whose
+#: ``min.insync.replicas=2`` refuses every acks=all write to a topic with a single replica
+BROKER_DEFAULT_RF = -1
+
+
 class KafkaUnreachable(Exception):
     """Kafka does not answer at the configured address; the message is one line with what to do."""
 

@@ -72,6 +72,10 @@ class StackSettings(BaseModel):
     clickhouse_replicas: int = 1
     clickhouse_interserver_port: int = 9009
     zookeeper_port: int = 2181
+    #: Kafka nodes of the local stack: 1, or 3 for a cluster that survives the loss of one node
+    #: (``callback stack up --brokers 3``). Node 1 listens on ``kafka_port`` and
+    #: ``kafka_controller_port``; node n on each of them + 2 * (n - 1) (infra.stack.KafkaNode).
+    brokers: int = Field(1, ge=1)
 
 
 class SessionTimeouts(BaseModel):

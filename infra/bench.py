@@ -57,11 +57,12 @@ def kafka_roundtrip(messages: int = 200_000, size: int = 200, echo: Any = print)
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from callback.kafka_io import base_config, consumer_config, producer_config
+    from callback.kafka_io import BROKER_DEFAULT_RF, base_config, consumer_config, producer_config
 
     topic = f"bench.{uuid.uuid4().hex[:8]}.roundtrip"
     admin = AdminClient(base_config())
-    admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result(30)
+    new = NewTopic(topic, num_partitions=6, replication_factor=BROKER_DEFAULT_RF)
+    admin.create_topics([new])[topic].result(30)
     got = {"n": 0, "last": 0.0}
     ready = threading.Event()
 

@@ -62,7 +62,7 @@ def _service_line(service: object) -> str:
     assert isinstance(service, ServiceStatus)
     ports = ", ".join(f"{label} {port}" for label, port in service.ports.items())
     products = {"kafka": "Kafka", "clickhouse": "ClickHouse", "zookeeper": "ZooKeeper"}
-    product = products[service.name.split("-")[0]]  # clickhouse-2: replica 2
+    product = products[service.name.split("-")[0]]  # kafka-2: node 2; clickhouse-2: replica 2
     version = f"{product} {service.version}" if service.version else product
     if not service.running:
         return f"{service.name:<12} not running   ({ports})"
@@ -84,15 +84,20 @@ def stack_up(
         "--clickhouse-replicas", help="1 (one server) or 2 (two replicas of one shard and a ZooKeeper); "
         "kept in the state folder. Default: CALLBACK_STACK__CLICKHOUSE_REPLICAS, else what the folder has.",
         show_default=False)] = None,
+    brokers: Annotated[int | None, typer.Option(
+        "--brokers", help="Kafka nodes: 1, or 3 for a cluster that survives losing one (default: "
+                          "CALLBACK_STACK__BROKERS, else what the state folder holds, else 1).")] = None,
 ) -> None:
     """Start Kafka and ClickHouse (if not running), wait until they answer, provision them."""
     from infra import stack
 
-    report = stack.up(provision=provision, clickhouse_replicas=clickhouse_replicas)
+    report = stack.up(provision=provision, brokers=brokers, clickhouse_replicas=clickhouse_replicas)
     for service in report.services:
         typer.echo(_service_line(service))
+    typer.echo(f"bootstrap   {stack.existing_layout().kafka_bootstrap}")
     if report.topics is not None:
         typer.echo(f"topics       {report.topics.summary()}")
+        typer.echo(f"{'':<12} {report.topics.replication_line()}")
         typer.echo(f"migrations   {', '.join(report.migrations) if report.migrations else 'up to date'}")
     typer.echo(f"ready in {report.seconds:.1f} s (state in {stack.layout().root})")
 
@@ -150,10 +155,11 @@ topics_app = typer.Typer(help="Topics of the catalogue on the cluster of setting
 @topics_app.command("apply")
 @_one_line_errors
 def topics_apply(
-    replication_factor: Annotated[int, typer.Option(
-        "--replication-factor", "-r",
-        help="For created topics; -1 = the broker's default.replication.factor.",
-    )] = -1,
+    replication_factor: Annotated[int | None, typer.Option(
+        "--replication-factor", "-r", min=1,
+        help="For created topics (min.insync.replicas follows it); default: 3 on a cluster of 3 or "
+             "more brokers, else the number of brokers.",
+    )] = None,
 ) -> None:
     """Create missing catalogue topics and set their catalogued configs."""
     from callback.kafka_io import check_reachable
@@ -161,6 +167,7 @@ def topics_apply(
 
     check_reachable()  # one line within seconds rather than the admin client's retries
     report = apply_catalogue(replication_factor=replication_factor)
+    typer.echo(report.replication_line())
     for name in report.created:
         typer.echo(f"created  {name}")
     for name, diff in report.altered.items():

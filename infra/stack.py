@@ -15,11 +15,16 @@ with the layout that wrote them.
 Why not Docker or a Python Kafka look-alike: the pipeline relies on Kafka transactions, compaction
 and exact offsets, so tests run against the real broker, assembled from Maven Central jars (see
 ``infra/kafka/pom.xml``), and against Debian's ClickHouse 18.16, the oldest dialect we must speak.
+
+Kafka runs as one node, or (``settings.stack.brokers = 3``, ``callback stack up --brokers 3``) as a
+cluster of three: see ``KafkaNode`` for its layout and ports. The count is recorded in the state
+folder when its storage is formatted, so ``status`` and ``down`` find every node without flags.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +37,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -39,6 +45,7 @@ from typing import Any
 
 from callback.settings import ClickHouseSettings, StackSettings, get_settings
 from infra.process import ManagedProcess, port_accepts, port_is_free, wait_until
+from schemas.topics import Replication
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,10 @@ START_TIMEOUT_S = 90.0
 #: how long a server may take to exit after SIGTERM before it gets SIGKILL
 STOP_TIMEOUT_S = 30.0
 _BOOTSTRAP_HINT = "run scripts/bootstrap.sh (or `make bootstrap`)"
+#: Kafka node counts the local stack runs: one, or a quorum of three that survives losing any one
+SUPPORTED_BROKERS = (1, 3)
+#: node n of a cluster listens on node 1's broker and controller ports + PORT_STEP * (n - 1)
+PORT_STEP = 2
 
 
 class StackError(RuntimeError):
@@ -79,6 +90,50 @@ class Port:
     label: str
     number: int
     env_var: str
+    #: how far above the setting's value the port is (nodes 2 and 3 of a Kafka cluster)
+    offset: int = 0
+
+    @property
+    def setting(self) -> str:
+        """The setting that decides this port, as error messages name it."""
+        return f"{self.env_var} + {self.offset}" if self.offset else self.env_var
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One Kafka process of the stack: a KRaft node that is broker and controller at once.
+
+    Why every node is also a controller (combined mode) rather than a controller quorum of its
+    own: three JVMs instead of four or six on a developer's two cores, and still three voters, so
+    the metadata quorum, like the data (replication factor 3), survives the loss of any one node,
+    which is what the cluster is for. Kafka advises against combined mode in production because a
+    busy broker can starve its controller; a local stack has no such load.
+
+    Ports: node n listens on ``kafka_port`` and ``kafka_controller_port`` + 2 * (n - 1), so the
+    defaults give 9092/9093, 9094/9095 and 9096/9097. The single-broker stack keeps the names it
+    always had (process and folder ``kafka``), so a state folder formatted before clusters existed
+    starts as before; a cluster's nodes are ``kafka-1``, ``kafka-2``, ``kafka-3``.
+    """
+
+    node_id: int
+    name: str
+    dir: Path
+    broker: Port
+    controller: Port
+
+    @property
+    def properties(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.broker.number}"
+
+    def ports(self) -> list[Port]:
+        return [self.broker, self.controller]
+
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(self.name, self.dir / "kafka.pid", str(self.properties))
 
 
 @dataclass(frozen=True)
@@ -92,8 +147,32 @@ class StackLayout:
         return Path(self.settings.state_dir).resolve()
 
     @property
+    def brokers(self) -> int:
+        return self.settings.brokers
+
+    def kafka_nodes(self) -> list[KafkaNode]:
+        return [self.kafka_node(node_id) for node_id in range(1, self.brokers + 1)]
+
+    def kafka_node(self, node_id: int) -> KafkaNode:
+        s, offset = self.settings, PORT_STEP * (node_id - 1)
+        single = self.brokers == 1
+        name = "kafka" if single else f"kafka-{node_id}"
+        suffix = "" if single else f" {node_id}"
+        return KafkaNode(
+            node_id, name, self.root / name,
+            Port(f"Kafka broker{suffix}", s.kafka_port + offset, "CALLBACK_STACK__KAFKA_PORT", offset),
+            Port(f"Kafka controller{suffix}", s.kafka_controller_port + offset,
+                 "CALLBACK_STACK__KAFKA_CONTROLLER_PORT", offset))
+
+    @property
+    def brokers_file(self) -> Path:
+        """Where the broker count is recorded once the storage is formatted (see recorded_brokers)."""
+        return self.root / "kafka-brokers.json"
+
+    @property
     def kafka_dir(self) -> Path:
-        return self.root / "kafka"
+        """Node 1's folder (the single broker's)."""
+        return self.kafka_node(1).dir
 
     @property
     def clickhouse_dir(self) -> Path:
@@ -101,7 +180,7 @@ class StackLayout:
 
     @property
     def kafka_properties(self) -> Path:
-        return self.kafka_dir / "server.properties"
+        return self.kafka_node(1).properties
 
     @property
     def clickhouse_config(self) -> Path:
@@ -109,18 +188,18 @@ class StackLayout:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{HOST}:{self.settings.kafka_port}"
+        """Every broker's address: what clients of this stack put in kafka.bootstrap_servers."""
+        return ",".join(node.address for node in self.kafka_nodes())
 
     def kafka_ports(self) -> list[Port]:
-        s = self.settings
-        return [Port("Kafka broker", s.kafka_port, "CALLBACK_STACK__KAFKA_PORT"),
-                Port("Kafka controller", s.kafka_controller_port, "CALLBACK_STACK__KAFKA_CONTROLLER_PORT")]
+        return [port for node in self.kafka_nodes() for port in node.ports()]
 
     def clickhouse_ports(self) -> list[Port]:
         return self.clickhouse_replica_ports(1)
 
     def kafka_process(self) -> ManagedProcess:
-        return ManagedProcess("kafka", self.kafka_dir / "kafka.pid", str(self.kafka_properties))
+        """Node 1's process (the single broker's)."""
+        return self.kafka_node(1).process()
 
     def clickhouse_process(self) -> ManagedProcess:
         return self.clickhouse_replica_process(1)
@@ -168,13 +247,68 @@ class StackLayout:
         return ManagedProcess("zookeeper", folder / "zookeeper.pid", str(folder / "zoo.cfg"))
 
 
-def layout() -> StackLayout:
-    """The stack of the settings, with as many ClickHouse replicas as its state folder records."""
+def layout(brokers: int | None = None) -> StackLayout:
+    """The stack of the settings, with as many ClickHouse replicas as its state folder records;
+    ``brokers`` (``--brokers``) overrides settings.stack.brokers."""
     settings = get_settings().stack
+    updates: dict[str, int] = {}
     recorded = recorded_clickhouse_replicas(Path(settings.state_dir).resolve())
     if recorded is not None:
-        settings = settings.model_copy(update={"clickhouse_replicas": recorded})
-    return StackLayout(settings)
+        updates["clickhouse_replicas"] = recorded
+    if brokers is not None:
+        updates["brokers"] = brokers
+    return StackLayout(settings.model_copy(update=updates) if updates else settings)
+
+
+def recorded_brokers(lay: StackLayout) -> int | None:
+    """The broker count this state folder was formatted with, or None when it holds no Kafka data.
+
+    A folder formatted before the count was recorded holds one broker in ``kafka/``.
+    """
+    try:
+        return int(json.loads(lay.brokers_file.read_text())["brokers"])
+    except FileNotFoundError:
+        legacy = lay.root / "kafka" / "data" / "meta.properties"
+        return 1 if legacy.is_file() else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise StackError(f"{lay.brokers_file} does not say how many brokers this stack has: write "
+                         '{"brokers": N} with the count its kafka folders were formatted for') from None
+
+
+def existing_layout() -> StackLayout:
+    """The stack as its state folder was formatted, so ``status`` and ``down`` without flags see
+    every node whatever settings.stack.brokers says now."""
+    return layout(recorded_brokers(layout()))
+
+
+def requested_layout(brokers: int | None = None) -> StackLayout:
+    """The stack ``up`` starts: ``--brokers``, else the count the settings name
+    (``CALLBACK_STACK__BROKERS`` or the settings file), else the one the state folder was formatted
+    with, so a plain ``callback stack up`` restarts a cluster as it is (1 for a new folder)."""
+    lay = layout(brokers)
+    if brokers is None and "brokers" not in lay.settings.model_fields_set:
+        return layout(recorded_brokers(lay))
+    return lay
+
+
+def _brokers_text(count: int) -> str:
+    return f"{count} broker{'s' if count != 1 else ''}"
+
+
+def _check_broker_count(lay: StackLayout) -> None:
+    """One line when the count is not one we run, or not the one this state folder was formatted
+    with (its nodes' storage, cluster id and quorum are fixed at formatting)."""
+    if lay.brokers not in SUPPORTED_BROKERS:
+        raise StackError(f"{lay.brokers} brokers: the local stack runs 1 broker or a cluster of 3 "
+                         "(--brokers / CALLBACK_STACK__BROKERS)")
+    recorded = recorded_brokers(lay)
+    if recorded is not None and recorded != lay.brokers:
+        raise StackError(f"the stack in {lay.root} was formatted with {_brokers_text(recorded)}, not "
+                         f"{lay.brokers}: run `callback stack up --brokers {recorded}`, or run "
+                         f"`callback stack down` and remove {lay.root} to start afresh with "
+                         f"{_brokers_text(lay.brokers)}")
+
+
 
 
 def _replicas_file(root: Path) -> Path:
@@ -196,7 +330,7 @@ def recorded_clickhouse_replicas(root: Path) -> int | None:
         return 1 if _holds_tables(root) else None
 
 
-def _layout_for_up(replicas: int | None) -> StackLayout:
+def _layout_for_up(replicas: int | None, lay: StackLayout | None = None) -> StackLayout:
     """The layout ``up`` starts: ``replicas`` (the CLI option), else settings.stack when set there,
     else what the state folder records, else one server; recorded in the folder for later commands.
 
@@ -204,7 +338,8 @@ def _layout_for_up(replicas: int | None) -> StackLayout:
     ZooKeeper, plain ones never become replicated, so another count needs another (or an emptied)
     state folder. Before that (say a first start that found a port busy) the choice can change."""
     settings = get_settings().stack
-    root = Path(settings.state_dir).resolve()
+    lay = lay or layout()
+    root = lay.root
     recorded = recorded_clickhouse_replicas(root)
     explicit = "clickhouse_replicas" in settings.model_fields_set
     wanted = replicas if replicas is not None else (
@@ -218,7 +353,7 @@ def _layout_for_up(replicas: int | None) -> StackLayout:
                          "delete that folder")
     root.mkdir(parents=True, exist_ok=True)
     _replicas_file(root).write_text(f"{wanted}\n")
-    return StackLayout(settings.model_copy(update={"clickhouse_replicas": wanted}))
+    return StackLayout(lay.settings.model_copy(update={"clickhouse_replicas": wanted}))
 
 
 # --- reports -------------------------------------------------------------------------------------
@@ -322,33 +457,39 @@ def kafka_version(libs: Path = KAFKA_LIBS) -> str | None:
 # --- configs -------------------------------------------------------------------------------------
 
 
-def kafka_properties(lay: StackLayout) -> str:
-    """Broker config: one KRaft node that is broker and controller, tuned for fast local tests.
+def kafka_properties(lay: StackLayout, node: KafkaNode | None = None) -> str:
+    """Config of one KRaft node (node 1 by default) that is broker and controller, tuned for fast
+    local tests.
 
-    Listeners bind 127.0.0.1 only. Internal topics get replication factor 1 (there is one broker)
-    and few partitions (their creation is what a first consumer group or transaction waits for).
-    Topics are never auto-created: the catalogue (infra.topics) is the only source of topics, so
-    a misspelt name fails loudly instead of creating a stray topic.
+    Listeners bind 127.0.0.1 only. Internal topics get few partitions (their creation is what a
+    first consumer group or transaction waits for) and the replication of ``Replication.for_brokers``:
+    1 on the single broker; 3 with ``min.insync.replicas`` 2 on a cluster of three, so offsets,
+    transactions and ``acks=all`` writes go on while one node is down. Topics are never
+    auto-created: the catalogue (infra.topics) is the only source of topics, so a misspelt name
+    fails loudly instead of creating a stray topic.
     """
-    s = lay.settings
+    node = node or lay.kafka_node(1)
+    replication = Replication.for_brokers(lay.brokers)
+    factor, min_isr = str(replication.factor), str(replication.min_insync_replicas)
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{s.kafka_controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{s.kafka_port},CONTROLLER://{HOST}:{s.kafka_controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{s.kafka_port}",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": ",".join(f"{n.node_id}@{HOST}:{n.controller.number}"
+                                             for n in lay.kafka_nodes()),
+        "listeners": f"PLAINTEXT://{node.address},CONTROLLER://{HOST}:{node.controller.number}",
+        "advertised.listeners": f"PLAINTEXT://{node.address}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(lay.kafka_dir / "data"),
+        "log.dirs": str(node.dir / "data"),
         "num.partitions": "1",
-        "default.replication.factor": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": factor,
+        "offsets.topic.replication.factor": factor,
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "10",
-        "min.insync.replicas": "1",
+        "min.insync.replicas": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
@@ -359,14 +500,23 @@ def kafka_properties(lay: StackLayout) -> str:
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         "log.retention.check.interval.ms": "60000",
     }
+    if lay.brokers > 1:
+        props |= _cluster_properties()
     lines = ["# generated by infra/stack.py on every start; edit kafka_properties() instead"]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
 
 
-def kafka_log4j(lay: StackLayout) -> str:
-    """Broker logs go to a rolling file in the state folder (INFO, so the start line is there)."""
-    log_file = lay.kafka_dir / "server.log"
+def _cluster_properties() -> dict[str, str]:
+    """What a cluster adds: a node that stops heartbeating (SIGKILL, a frozen JVM) is fenced after
+    4 s instead of 9 s, and its partitions' leadership and in-sync sets move on that much sooner;
+    the longer default is for networks, not three processes on one host."""
+    return {"broker.heartbeat.interval.ms": "1000", "broker.session.timeout.ms": "4000"}
+
+
+def kafka_log4j(lay: StackLayout, node: KafkaNode | None = None) -> str:
+    """Broker logs go to a rolling file in the node's folder (INFO, so the start line is there)."""
+    log_file = (node or lay.kafka_node(1)).dir / "server.log"
     return "\n".join([
         "log4j.rootLogger=INFO, file",
         "log4j.appender.file=org.apache.log4j.RollingFileAppender",
@@ -497,9 +647,10 @@ def _check_port_settings(ports: list[Port]) -> None:
     seen: dict[int, Port] = {}
     for port in ports:
         if not 1 <= port.number <= 65535:
-            raise StackError(f"{port.env_var}={port.number} is not a TCP port (1-65535)")
+            given = f"{port.setting} = {port.number}" if port.offset else f"{port.env_var}={port.number}"
+            raise StackError(f"{given} is not a TCP port (1-65535)")
         if port.number in seen:
-            raise StackError(f"{port.env_var} and {seen[port.number].env_var} are both {port.number}: "
+            raise StackError(f"{port.setting} and {seen[port.number].setting} are both {port.number}: "
                              "give each server port its own number")
         seen[port.number] = port
 
@@ -507,6 +658,9 @@ def _check_port_settings(ports: list[Port]) -> None:
 def _check_ports_free(ports: list[Port]) -> None:
     for port in ports:
         if not port_is_free(port.number):
+            if port.offset:  # a cluster node's port: moving the setting moves all of them
+                raise StackError(f"port {port.number} ({port.label}, {port.setting}) is busy: stop what "
+                                 f"listens there or set {port.env_var} to another port")
             raise StackError(f"port {port.number} ({port.label}) is busy: stop what listens there "
                              f"or set {port.env_var} to a free port")
 
@@ -514,44 +668,67 @@ def _check_ports_free(ports: list[Port]) -> None:
 # --- Kafka -----------------------------------------------------------------------------------------
 
 
-def _java_command(lay: StackLayout, main_class: str, *args: str) -> list[str]:
+def _java_command(lay: StackLayout, node: KafkaNode, main_class: str, *args: str) -> list[str]:
     java = _require_tool("java", "openjdk-17-jre-headless")
     return [java, f"-Xmx{lay.settings.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{lay.kafka_dir / 'log4j.properties'}",
+            f"-Dlog4j.configuration=file:{node.dir / 'log4j.properties'}",
             "-cp", f"{KAFKA_LIBS}/*", main_class, *args]
 
 
-def _format_kafka_storage(lay: StackLayout) -> None:
-    """Format the KRaft metadata log once; a formatted folder keeps its cluster id across restarts."""
-    if (lay.kafka_dir / "data" / "meta.properties").is_file():
+def _meta_properties(node: KafkaNode) -> Path:
+    return node.dir / "data" / "meta.properties"
+
+
+def _cluster_id(lay: StackLayout) -> str:
+    """The id every node of this stack is formatted with: the one a formatted node already has
+    (a cluster's nodes are formatted one after another), else a new one."""
+    for node in lay.kafka_nodes():
+        try:
+            for line in _meta_properties(node).read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        except FileNotFoundError:
+            continue
+    return _new_cluster_id()
+
+
+def _format_kafka_storage(lay: StackLayout, node: KafkaNode) -> None:
+    """Format the node's KRaft metadata log once (a formatted folder keeps its cluster id across
+    restarts), and record the broker count the state folder now holds."""
+    if _meta_properties(node).is_file():
         return
-    cmd = _java_command(lay, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                        "-t", _new_cluster_id(), "-c", str(lay.kafka_properties))
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=lay.kafka_dir)
+    cmd = _java_command(lay, node, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                        "-t", _cluster_id(lay), "-c", str(node.properties))
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=node.dir)
     if result.returncode != 0:
         last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
         raise StackError(f"Kafka storage format failed (exit {result.returncode}): {last[0]}")
-    log.info("kafka: formatted storage in %s", lay.kafka_dir / "data")
+    if not lay.brokers_file.is_file():
+        lay.brokers_file.write_text(json.dumps({"brokers": lay.brokers}) + "\n")
+    log.info("%s: formatted storage in %s", node.name, node.dir / "data")
 
 
-def _start_kafka(lay: StackLayout) -> int:
+def _start_kafka(lay: StackLayout, node: KafkaNode) -> int:
     ensure_kafka_jars()
     _require_tool("java", "openjdk-17-jre-headless")
-    _check_ports_free(lay.kafka_ports())
-    lay.kafka_dir.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(lay.kafka_properties, kafka_properties(lay))
-    _write_if_changed(lay.kafka_dir / "log4j.properties", kafka_log4j(lay))
-    _format_kafka_storage(lay)
-    proc = lay.kafka_process()
-    pid = proc.start(_java_command(lay, "kafka.Kafka", str(lay.kafka_properties)), cwd=lay.kafka_dir,
-                     output=lay.kafka_dir / "stdout.log")
-    _write_run_file(proc, pid, lay.kafka_ports(), kafka_version())
+    _check_ports_free(node.ports())
+    node.dir.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(node.properties, kafka_properties(lay, node))
+    _write_if_changed(node.dir / "log4j.properties", kafka_log4j(lay, node))
+    _format_kafka_storage(lay, node)
+    proc = node.process()
+    pid = proc.start(_java_command(lay, node, "kafka.Kafka", str(node.properties)), cwd=node.dir,
+                     output=node.dir / "stdout.log")
+    _write_run_file(proc, pid, node.ports(), kafka_version())
     return pid
 
 
-def _kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when the broker serves metadata and lists itself (what every client needs first)."""
+def _kafka_answers(bootstrap: str, timeout: float = 2.0, node_id: int | None = None) -> bool:
+    """True when the broker serves metadata and lists itself (what every client needs first).
+
+    With ``node_id``, that node must be among the brokers listed: a cluster's node answers only
+    once the quorum has a leader, and is listed once the controller has unfenced it."""
     from confluent_kafka.admin import AdminClient
 
     from callback.kafka_io import base_config
@@ -564,7 +741,7 @@ def _kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:  # KafkaException while the broker is still starting
         return False
-    return bool(metadata.brokers)
+    return node_id in metadata.brokers if node_id is not None else bool(metadata.brokers)
 
 
 # --- ClickHouse ------------------------------------------------------------------------------------
@@ -658,11 +835,15 @@ class _Service:
     logs: tuple[Path, ...]
 
 
+def _kafka_service(lay: StackLayout, node: KafkaNode) -> _Service:
+    return _Service(node.process(), node.ports(), functools.partial(_start_kafka, node=node),
+                    functools.partial(_kafka_answers, node.address, node_id=node.node_id),
+                    (node.dir / "stdout.log", node.dir / "server.log"))
+
+
 def _services(lay: StackLayout) -> tuple[_Service, ...]:
     return (
-        _Service(lay.kafka_process(), lay.kafka_ports(), _start_kafka,
-                 lambda: _kafka_answers(lay.kafka_bootstrap),
-                 (lay.kafka_dir / "stdout.log", lay.kafka_dir / "server.log")),
+        *(_kafka_service(lay, node) for node in lay.kafka_nodes()),
         _Service(lay.clickhouse_process(), lay.clickhouse_ports(), _start_clickhouse,
                  lambda: _clickhouse_answers(lay.settings.clickhouse_http_port),
                  (lay.clickhouse_dir / "log" / "stdout.log",
@@ -729,7 +910,9 @@ def _wait_ready(service: _Service, pid: int, offsets: dict[Path, int]) -> None:
                          f"(logs: {service.logs[0].parent})")
 
 
-def up(provision: bool = True, clickhouse_replicas: int | None = None) -> UpReport:
+def up(
+    provision: bool = True, brokers: int | None = None, clickhouse_replicas: int | None = None
+) -> UpReport:
     """Start Kafka and ClickHouse unless already running, wait for both, then provision them.
 
     ``clickhouse_replicas`` 2 adds ZooKeeper and a second ClickHouse replica (module doc); None
@@ -738,9 +921,13 @@ def up(provision: bool = True, clickhouse_replicas: int | None = None) -> UpRepo
     Idempotent: servers of this state dir that already run are left alone (and reported so).
     Provisioning (topic catalogue, migrations) is idempotent as well, so ``up`` is always safe.
     All or nothing: when a server fails to start, the ones this call started are stopped again.
+    ``brokers`` (``--brokers``) overrides settings.stack.brokers; a count asked for must be the one
+    the state folder was formatted with (``requested_layout``).
     """
     started_at = time.monotonic()
-    lay = _layout_for_up(clickhouse_replicas)
+    lay = requested_layout(brokers)
+    _check_broker_count(lay)
+    lay = _layout_for_up(clickhouse_replicas, lay)
     services = _services(lay)
     _check_port_settings([port for svc in services for port in svc.ports])
     running = {svc.proc.name: svc.proc.running_pid() for svc in services}
@@ -751,7 +938,7 @@ def up(provision: bool = True, clickhouse_replicas: int | None = None) -> UpRepo
         else:
             _check_same_ports(svc.proc, svc.ports)
     # and every tool, so a missing one is reported before anything starts
-    if running["kafka"] is None:
+    if any(running[node.name] is None for node in lay.kafka_nodes()):
         _require_tool("java", "openjdk-17-jre-headless")
         if not kafka_jars_present():
             _require_tool("mvn", "maven")
@@ -767,18 +954,16 @@ def up(provision: bool = True, clickhouse_replicas: int | None = None) -> UpRepo
             if running[svc.proc.name] is None:
                 offsets = _log_sizes(svc)
                 started.append((svc, svc.start(lay), offsets))
-        for svc, pid, offsets in started:  # both boot concurrently; wait for each in turn
+        for svc, pid, offsets in started:  # all boot concurrently; wait for each in turn
             _wait_ready(svc, pid, offsets)
         for svc in services:
             if running[svc.proc.name] is not None:
                 _wait_ready(svc, running[svc.proc.name] or -1, _log_sizes(svc))
     except BaseException:
-        for svc, _pid, _offsets in started:
-            svc.proc.stop(timeout=STOP_TIMEOUT_S)
-            _run_file(svc.proc).unlink(missing_ok=True)
+        _stop_together([svc.proc for svc, _pid, _offsets in started])
         raise
 
-    report = UpReport(services=status(check=False), seconds=0.0)
+    report = UpReport(services=_status(lay, check=False), seconds=0.0)
     for service in report.services:
         service.action = "already running" if running[service.name] else "started"
         service.answering = True
@@ -794,7 +979,10 @@ def _provision(lay: StackLayout) -> tuple[Any, list[str]]:
     from infra.topics import apply_catalogue
 
     # by address, like the probes: these are this stack's servers whatever the settings point at
-    topics = apply_catalogue(lay.kafka_bootstrap, replication_factor=1)
+    replication = Replication.for_brokers(lay.brokers)
+    topics = apply_catalogue(lay.kafka_bootstrap, replication_factor=replication.factor)
+    if lay.brokers > 1:
+        _create_internal_topics(lay.kafka_bootstrap)
     return topics, migrate(stack_clickhouse_settings(lay))
 
 
@@ -809,17 +997,70 @@ def stack_clickhouse_settings(lay: StackLayout) -> ClickHouseSettings:
                               cluster=CLICKHOUSE_CLUSTER, alt_hosts=others)
 
 
+def _create_internal_topics(bootstrap: str) -> None:
+    """Have a cluster create ``__consumer_offsets`` and ``__transaction_state`` now, while all its
+    nodes run.
+
+    Kafka creates them on first use (the first coordinator lookup of a consumer group or of a
+    transactional producer) with replication factor 3, and refuses to while a node is down: a
+    consumer group or a rater first started after a node was lost would wait for it to return.
+    """
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from callback.kafka_io import base_config
+    from infra.topics import ADMIN_TIMEOUT_S, wait_for_leaders
+    from schemas.topics import CATALOGUE
+
+    config = base_config(bootstrap, silent=True)
+    producer = Producer(config | {"transactional.id": "callback-stack-internal-topics"})
+    producer.init_transactions(ADMIN_TIMEOUT_S)
+    # a consumer's offset lookup, not the admin client's: librdkafka's admin OffsetFetch can crash
+    # on the NOT_COORDINATOR a new cluster answers (confluent-kafka-python #1982)
+    consumer = Consumer(config | {"group.id": "callback-stack-internal-topics", "enable.auto.commit": False})
+    settling = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+
+    def offsets_answered() -> bool:
+        try:
+            consumer.committed([TopicPartition(CATALOGUE[0].name, 0)], timeout=ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].code() not in settling:
+                raise
+            return False  # the offsets topic is being created, or its leaders elected
+        return True
+
+    try:
+        if not wait_until(offsets_answered, ADMIN_TIMEOUT_S, interval=0.2):
+            raise StackError(f"the cluster at {bootstrap} has no consumer group coordinator "
+                             f"{ADMIN_TIMEOUT_S:.0f} s after it started: see the nodes' server.log")
+    finally:
+        consumer.close()
+    wait_for_leaders(AdminClient(config), ["__consumer_offsets", "__transaction_state"])
+
+
+def _stop(proc: ManagedProcess) -> ServiceStatus:
+    pid = proc.stop(timeout=STOP_TIMEOUT_S)
+    _run_file(proc).unlink(missing_ok=True)
+    return ServiceStatus(proc.name, running=False, pid=pid, action="stopped" if pid else "not running")
+
+
+def _stop_together(procs: list[ManagedProcess]) -> list[ServiceStatus]:
+    """Stop servers at the same time. A cluster's nodes must: each one's controlled shutdown asks
+    the controller quorum to move its partitions away, and stopped one after another the last node
+    would find no quorum left to ask and wait out ``STOP_TIMEOUT_S`` before its SIGKILL."""
+    if not procs:
+        return []
+    with ThreadPoolExecutor(max_workers=len(procs)) as pool:
+        return list(pool.map(_stop, procs))
+
+
 def down() -> list[ServiceStatus]:
-    """Stop the servers of this state dir (ClickHouse first, then ZooKeeper, then Kafka); no
-    process is left."""
-    lay = layout()
-    result = []
-    for proc in (*_clickhouse_processes_last_first(lay), *_zookeeper_processes(lay), lay.kafka_process()):
-        pid = proc.stop(timeout=STOP_TIMEOUT_S)
-        _run_file(proc).unlink(missing_ok=True)
-        result.append(ServiceStatus(proc.name, running=False, pid=pid,
-                                    action="stopped" if pid else "not running"))
-    return result
+    """Stop the servers of this state dir (ClickHouse replicas first, then ZooKeeper, then every
+    Kafka node together); no process is left."""
+    lay = existing_layout()
+    first = [*_clickhouse_processes_last_first(lay), *_zookeeper_processes(lay)]
+    return [*(_stop(proc) for proc in first), *_stop_together([n.process() for n in lay.kafka_nodes()])]
 
 
 def _clickhouse_processes_last_first(lay: StackLayout) -> list[ManagedProcess]:
@@ -832,20 +1073,28 @@ def _zookeeper_processes(lay: StackLayout) -> list[ManagedProcess]:
 
 
 def status(check: bool = True) -> list[ServiceStatus]:
-    """What runs, on which ports and pids, and which versions; ``check`` also asks each server."""
-    lay = layout()
-    out = []
-    kafka = lay.kafka_process()
-    pid = kafka.running_pid()
-    run = _read_run_file(kafka) if pid else {}
-    ports = run.get("ports") or {p.label: p.number for p in lay.kafka_ports()}
-    bootstrap = f"{HOST}:{ports.get('Kafka broker', lay.settings.kafka_port)}"
-    out.append(ServiceStatus(
-        "kafka", running=pid is not None, pid=pid, ports=ports,
-        version=run.get("version") or kafka_version(),
-        answering=bool(pid) and check and _kafka_answers(bootstrap),
-        detail=f"bootstrap {bootstrap}, logs {lay.kafka_dir / 'server.log'}"))
+    """What runs, on which ports and pids, and which versions; ``check`` also asks each server.
 
+    Every node of the stack as its state folder was formatted (``existing_layout``)."""
+    return _status(existing_layout(), check)
+
+
+def _kafka_status(lay: StackLayout, node: KafkaNode, check: bool) -> ServiceStatus:
+    proc = node.process()
+    pid = proc.running_pid()
+    run = _read_run_file(proc) if pid else {}
+    ports = run.get("ports") or {p.label: p.number for p in node.ports()}
+    address = f"{HOST}:{ports.get(node.broker.label, node.broker.number)}"
+    where = f"node {node.node_id} of {lay.brokers}, " if lay.brokers > 1 else ""
+    return ServiceStatus(
+        node.name, running=pid is not None, pid=pid, ports=ports,
+        version=run.get("version") or kafka_version(),
+        answering=bool(pid) and check and _kafka_answers(address, node_id=node.node_id),
+        detail=f"{where}bootstrap {lay.kafka_bootstrap}, logs {node.dir / 'server.log'}")
+
+
+def _status(lay: StackLayout, check: bool) -> list[ServiceStatus]:
+    out = [_kafka_status(lay, node, check) for node in lay.kafka_nodes()]
     out += [_clickhouse_status(lay, n) for n in lay.clickhouse_replica_numbers()]
     if lay.replicated:
         out.append(_zookeeper_status(lay, check))

@@ -4,7 +4,13 @@ Used by ``callback stack up`` on the local broker and by ``callback topics apply
 own cluster. Missing topics are created with the catalogued partitions and configs; existing ones
 get their catalogued configs set (other configs an operator set are left alone). Partition counts
 are never changed: adding partitions moves keys to other partitions and breaks per-callback
-ordering, so a difference is reported for a human to decide.
+ordering, so a difference is reported for a human to decide; so is a replication factor below the
+chosen one (raising it is a partition reassignment, an operator's job).
+
+Replication follows the cluster (``schemas.topics.Replication``): on three or more brokers topics
+get 3 copies and ``min.insync.replicas=2``, so an ``acks=all`` write survives the loss of a broker
+and is still accepted while one is away; on the local single-broker stack 1 and 1. The broker
+count is what the admin client sees, unless the caller names the factor.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
+    ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     NewTopic,
@@ -26,7 +33,7 @@ from confluent_kafka.admin import (
 
 from callback.kafka_io import base_config
 from callback.settings import KafkaSettings
-from schemas.topics import CATALOGUE, TopicSpec
+from schemas.topics import CATALOGUE, Replication, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,11 @@ class CatalogueReport:
     unchanged: list[str] = field(default_factory=list)
     #: topic -> (partitions on the cluster, partitions in the catalogue); left for a human to fix
     partition_drift: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: what created topics got, and the brokers the cluster listed when it was chosen
+    replication: Replication = field(default_factory=lambda: Replication(1, 1))
+    brokers: int = 0
+    #: topic -> (its replication factor, the chosen one) where it has fewer copies; not changed
+    replication_drift: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         text = f"{len(self.created)} created, {len(self.altered)} altered, {len(self.unchanged)} unchanged"
@@ -55,13 +67,41 @@ class CatalogueReport:
             drift = ", ".join(f"{name} has {have} (catalogue {want})"
                               for name, (have, want) in sorted(self.partition_drift.items()))
             text += f"; partition counts differ: {drift}"
+        if self.replication_drift:
+            drift = ", ".join(f"{name} has {have}"
+                              for name, (have, _want) in sorted(self.replication_drift.items()))
+            text += f"; fewer than {self.replication.factor} replicas: {drift}"
         return text
 
+    def replication_line(self) -> str:
+        """What the topics were created with, and why: the CLI prints it."""
+        brokers = f"{self.brokers} broker{'s' if self.brokers != 1 else ''}"
+        return (f"replication factor {self.replication.factor}, "
+                f"min.insync.replicas {self.replication.min_insync_replicas} ({brokers} in the cluster)")
 
-def existing_topics(admin: AdminClient) -> dict[str, int]:
+
+def existing_topics(admin: AdminClient, metadata: ClusterMetadata | None = None) -> dict[str, int]:
     """Topic name -> partition count, without Kafka's internal topics."""
-    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+    metadata = metadata or admin.list_topics(timeout=ADMIN_TIMEOUT_S)
     return {name: len(meta.partitions) for name, meta in metadata.topics.items() if not name.startswith("__")}
+
+
+def replication_factors(metadata: ClusterMetadata) -> dict[str, int]:
+    """Topic name -> its replication factor (the fewest replicas of any of its partitions)."""
+    return {name: min((len(p.replicas) for p in meta.partitions.values()), default=0)
+            for name, meta in metadata.topics.items() if not name.startswith("__")}
+
+
+def _min_insync_change(have: str | None, replication: Replication, topic_factor: int) -> str | None:
+    """The ``min.insync.replicas`` to set on an existing topic, or None to leave it.
+
+    Raised to the chosen value, never lowered (an operator may want stricter), and never to as
+    many as the topic has replicas: that would refuse every ``acks=all`` write once one is away.
+    """
+    possible = Replication.for_factor(max(1, topic_factor)).min_insync_replicas
+    want = min(replication.min_insync_replicas, possible)
+    current = int(have) if have and have.isdigit() else 1
+    return str(want) if current < want else None
 
 
 def current_configs(admin: AdminClient, names: Iterable[str]) -> dict[str, dict[str, str | None]]:
@@ -74,11 +114,12 @@ def current_configs(admin: AdminClient, names: Iterable[str]) -> dict[str, dict[
             for resource, future in futures.items()}
 
 
-def _create(admin: AdminClient, specs: list[TopicSpec], replication_factor: int) -> list[str]:
+def _create(admin: AdminClient, specs: list[TopicSpec], replication: Replication) -> list[str]:
     if not specs:
         return []
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor,
-                    config=s.configs()) for s in specs]
+    isr = {"min.insync.replicas": str(replication.min_insync_replicas)}
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication.factor,
+                    config=s.configs() | isr) for s in specs]
     created = []
     for name, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S,
                                             request_timeout=ADMIN_TIMEOUT_S).items():
@@ -135,21 +176,26 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float = 6
 
 def apply_catalogue(
     kafka: KafkaSettings | str | None = None,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     specs: Iterable[TopicSpec] = CATALOGUE,
 ) -> CatalogueReport:
     """Create missing catalogue topics and align the configs of existing ones.
 
     ``kafka`` is the cluster as ``callback.kafka_io.base_config`` takes it: settings.kafka when None
     (SASL/TLS from its extra settings), or a bare bootstrap address (the local stack's broker).
-    ``replication_factor`` applies to created topics only; -1 takes the broker's
-    ``default.replication.factor``.
+    ``replication_factor`` applies to created topics only; None chooses it from the brokers the
+    cluster lists (``Replication.for_brokers``). ``min.insync.replicas`` follows the factor, on
+    created topics and, raised only, on existing ones (``_min_insync_change``).
     """
     admin = AdminClient(base_config(kafka))
     specs = list(specs)
-    report = CatalogueReport()
-    existing = existing_topics(admin)
-    report.created = _create(admin, [s for s in specs if s.name not in existing], replication_factor)
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+    report = CatalogueReport(brokers=len(metadata.brokers))
+    report.replication = (Replication.for_brokers(report.brokers) if replication_factor is None
+                          else Replication.for_factor(replication_factor))
+    existing = existing_topics(admin, metadata)
+    factors = replication_factors(metadata)
+    report.created = _create(admin, [s for s in specs if s.name not in existing], report.replication)
     if report.created:
         wait_for_leaders(admin, report.created)
 
@@ -159,6 +205,11 @@ def apply_catalogue(
     for spec in present:
         have = configs.get(spec.name, {})
         diff = {key: (have.get(key), want) for key, want in spec.configs().items() if have.get(key) != want}
+        isr = _min_insync_change(have.get("min.insync.replicas"), report.replication, factors[spec.name])
+        if isr is not None:
+            diff["min.insync.replicas"] = (have.get("min.insync.replicas"), isr)
+        if factors[spec.name] < report.replication.factor:
+            report.replication_drift[spec.name] = (factors[spec.name], report.replication.factor)
         if diff:
             changes[spec.name] = diff
         else:

@@ -1276,7 +1276,7 @@ def _fmt_s(x: float | None) -> str:
 def bare_agent(events: int, tmp: Path, keep: bool, say: Callable[[str], None]) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from callback.kafka_io import base_config
+    from callback.kafka_io import BROKER_DEFAULT_RF, base_config
     from infra.rig import REPO_ROOT, free_port
     from processors.bench_bare import PARTITIONS, changelog_topic
     from schemas.pbx_events import ChannelHangup
@@ -1286,9 +1286,9 @@ def bare_agent(events: int, tmp: Path, keep: bool, say: Callable[[str], None]) -
     source, sink, changelog = f"bench.{run}.bare-in", f"bench.{run}.bare-out", changelog_topic(app_id)
     admin = AdminClient(base_config())
     specs = [
-        NewTopic(source, PARTITIONS, 1),
-        NewTopic(sink, PARTITIONS, 1),
-        NewTopic(changelog, PARTITIONS, 1, config={"cleanup.policy": "compact"}),
+        NewTopic(source, PARTITIONS, BROKER_DEFAULT_RF),
+        NewTopic(sink, PARTITIONS, BROKER_DEFAULT_RF),
+        NewTopic(changelog, PARTITIONS, BROKER_DEFAULT_RF, config={"cleanup.policy": "compact"}),
     ]
     for f in admin.create_topics(specs).values():
         f.result()

@@ -32,7 +32,7 @@ import msgspec
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from callback.clickhouse_io import clickhouse_client
-from callback.kafka_io import base_config
+from callback.kafka_io import BROKER_DEFAULT_RF, base_config
 from callback.reference_feed import RATING_TOPICS
 from rating_stream.cdr import LEG_COLUMNS, cdr_row, epoch
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
@@ -374,7 +374,7 @@ class _Bench:
                 NewTopic(
                     t,
                     6 if t in partitioned else 1,
-                    1,
+                    BROKER_DEFAULT_RF,
                     config={"cleanup.policy": "compact"} if t in compacted else {},
                 )
                 for t in self.topics

@@ -250,6 +250,30 @@ CATALOGUE: tuple[TopicSpec, ...] = STREAM_TOPICS + CONFIG_TOPICS + CREDENTIAL_TO
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in CATALOGUE}
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each partition the catalogue's topics keep, and how many must have a
+    write before an ``acks=all`` producer (every producer of the pipeline) is told it is stored."""
+
+    factor: int
+    min_insync_replicas: int
+
+    @classmethod
+    def for_factor(cls, factor: int) -> Replication:
+        """One copy may be lost without losing or refusing a write: ``min.insync.replicas`` is one
+        below the factor, but at least 1 and at most 2 (a higher one would stop every producer as
+        soon as two brokers are away, for little more safety)."""
+        if factor < 1:
+            raise ValueError(f"replication factor {factor} < 1")
+        return cls(factor, max(1, min(2, factor - 1)))
+
+    @classmethod
+    def for_brokers(cls, brokers: int) -> Replication:
+        """Three copies on a cluster of three or more brokers (a broker may fail while another one
+        is restarted), else one per broker: the local single-broker stack gets 1 and 1."""
+        return cls.for_factor(max(1, min(3, brokers)))
+
+
 def dead_letter_topic(source_topic: str) -> str:
     """Name of the dead-letter topic for records read from ``source_topic``."""
     name = f"dlq.{source_topic}"

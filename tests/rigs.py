@@ -99,13 +99,14 @@ def run_topics(run: str, partitions: int = 3, names: tuple[str, ...] = RATING_TO
     """Topics of one test's own, ``test.<run>.<name>`` (``balances`` compacted, like the catalogue's)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from callback.kafka_io import base_config
+    from callback.kafka_io import BROKER_DEFAULT_RF, base_config
 
     topics = {what: f"test.{run}.{what}" for what in names}
     admin = AdminClient(base_config())  # kept referenced until the futures are done
     futures = admin.create_topics(
         [
-            NewTopic(t, partitions, 1, config={"cleanup.policy": "compact"} if what == "balances" else {})
+            NewTopic(t, partitions, BROKER_DEFAULT_RF,
+                     config={"cleanup.policy": "compact"} if what == "balances" else {})
             for what, t in topics.items()
         ]
     )
