@@ -127,8 +127,9 @@ def test_up_starts_zookeeper_and_both_replicas_and_status_shows_every_member(rep
     # up again, without the option: the folder's choice, every member already running, migrations done
     again = replicated.callback("stack", "up")
     assert again.returncode == 0, again.stderr[-2000:]
+    not_members = ("topics", "migrations", "ready", "bootstrap")
     members = [line.split()[:3] for line in again.stdout.splitlines()
-               if line and not line[0].isspace() and line.split()[0] not in ("topics", "migrations", "ready", "bootstrap")]
+               if line and not line[0].isspace() and line.split()[0] not in not_members]
     assert [m[0] for m in members] == ["kafka", "clickhouse", "clickhouse-2", "zookeeper"]
     assert all(m[1:] == ["already", "running"] for m in members), again.stdout
     assert "migrations   up to date" in again.stdout
