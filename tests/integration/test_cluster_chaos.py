@@ -42,8 +42,8 @@ from infra.rig import CallbackProcess, ami_secret_env, free_port, producer_args
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BASE = int(os.environ.get("CALLBACK_TEST_CLUSTER_PORT_BASE", "27000"))
-RATE_PER_S = float(os.environ.get("CALLBACK_TEST_CLUSTER_RATE", "8"))
-SECONDS = float(os.environ.get("CALLBACK_TEST_CLUSTER_SECONDS", "150"))
+RATE_PER_S = float(os.environ.get("CALLBACK_TEST_CLUSTER_RATE", "12"))
+SECONDS = float(os.environ.get("CALLBACK_TEST_CLUSTER_SECONDS", "170"))
 #: when each part is killed, as a share of the load's length
 KILLS = {"broker 2": 0.15, "rater 2": 0.35, "processors worker 2": 0.55, "ClickHouse replica 1": 0.7}
 #: payers: the callers are spread over this many users (and the callback owner pays too)
