@@ -724,11 +724,14 @@ def _start_kafka(lay: StackLayout, node: KafkaNode) -> int:
     return pid
 
 
-def _kafka_answers(bootstrap: str, timeout: float = 2.0, node_id: int | None = None) -> bool:
+def _kafka_answers(
+    bootstrap: str, timeout: float = 2.0, node_id: int | None = None, brokers: int = 1
+) -> bool:
     """True when the broker serves metadata and lists itself (what every client needs first).
 
     With ``node_id``, that node must be among the brokers listed: a cluster's node answers only
-    once the quorum has a leader, and is listed once the controller has unfenced it."""
+    once the quorum has a leader, and is listed once the controller has unfenced it. With
+    ``brokers``, at least that many must be listed."""
     from confluent_kafka.admin import AdminClient
 
     from callback.kafka_io import base_config
@@ -741,7 +744,9 @@ def _kafka_answers(bootstrap: str, timeout: float = 2.0, node_id: int | None = N
         metadata = admin.list_topics(timeout=timeout)
     except Exception:  # KafkaException while the broker is still starting
         return False
-    return node_id in metadata.brokers if node_id is not None else bool(metadata.brokers)
+    if node_id is not None and node_id not in metadata.brokers:
+        return False
+    return len(metadata.brokers) >= brokers
 
 
 # --- ClickHouse ------------------------------------------------------------------------------------
@@ -979,6 +984,13 @@ def _provision(lay: StackLayout) -> tuple[Any, list[str]]:
     from infra.topics import apply_catalogue
 
     # by address, like the probes: these are this stack's servers whatever the settings point at
+    if lay.brokers > 1:
+        # each node answered listing itself; the catalogue needs every node in everyone's metadata
+        # (a topic created while a node is still joining fails, or gets fewer replicas)
+        if not wait_until(lambda: _kafka_answers(lay.kafka_bootstrap, brokers=lay.brokers), START_TIMEOUT_S,
+                          interval=0.5):
+            raise StackError(f"the cluster at {lay.kafka_bootstrap} does not list its {lay.brokers} "
+                             f"brokers {START_TIMEOUT_S:.0f} s after they started: see the nodes' server.log")
     replication = Replication.for_brokers(lay.brokers)
     topics = apply_catalogue(lay.kafka_bootstrap, replication_factor=replication.factor)
     if lay.brokers > 1:

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: pause before reading a batch again whose reference catch-up could not reach Kafka
 _RETRY_PAUSE_S = 1.0
+#: consumer replacements in a row without a commit that mean a second rater has our name
+_TWIN_AFTER = 3
 
 
 @dataclass
@@ -113,6 +115,8 @@ class Rater(Stage):
         self.rerated: dict[str, int] = {}
         #: epoch ms up to which ``recent`` holds every committed charge (None: nothing read yet)
         self._recent_read_ms: int | None = None
+        #: consumers replaced since the last commit (``replaced``)
+        self._replaced_in_a_row = 0
         self.reference = ReferenceFeed(options.reference_topics, options.reference_aliases)
         #: the legs of the batch being read
         self._msgs: list[Message] = []
@@ -284,6 +288,24 @@ class Rater(Stage):
     def take(self, msg: Message) -> None:
         self._msgs.append(msg)
 
+    def replaced(self) -> None:
+        """The consumer failed for good and is being replaced. Once is a broker pause (a static
+        member fenced by its own rejoin); again and again with no commit between is a second
+        process with our ``--instance`` name, which took our group.instance.id (and, with it, our
+        transactional id): stop, rather than fence it back for ever."""
+        self._replaced_in_a_row += 1
+        if self._replaced_in_a_row >= _TWIN_AFTER:
+            log.critical(
+                "fenced: the consumer of %s was replaced %d times in a row without a commit; another "
+                "rater runs with instance %r (group.instance.id %s). Exiting; give each rater its own "
+                "--instance",
+                self.opt.transactional_id,
+                self._replaced_in_a_row,
+                self.opt.instance,
+                self.opt.transactional_id,
+            )
+            raise SystemExit(3)
+
     def drop(self) -> None:
         self._msgs = []
 
@@ -364,6 +386,7 @@ class Rater(Stage):
             metrics.TRANSACTIONS.labels("aborted").inc()
             return
         result, msgs = rated.result, rated.msgs
+        self._replaced_in_a_row = 0
         rated.batch.commit(time.time())
         metrics.TRANSACTIONS.labels("committed").inc()
         for leg, n in result.rated_by_leg.items():

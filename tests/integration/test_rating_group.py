@@ -82,8 +82,9 @@ def test_two_raters_share_the_payers_and_a_killed_one_hands_its_payers_over(stac
         feeder = threading.Thread(target=_feed, args=(topics["legs"], records, 300.0, errors), daemon=True)
         feeder.start()
         time.sleep(3)
-        a.kill()  # mid-transaction, most likely: its payers go to b after the session timeout
-        assert wait_until(lambda: held(b) == set(range(6)), 40), b.tail()
+        a.kill()  # mid-transaction, most likely: its payers go to b after the session timeout (10 s),
+        # and b reloads them once a's open transaction is aborted (its timeout: 60 s at most)
+        assert wait_until(lambda: held(b) == set(range(6)), 100), b.tail()
         a.start()  # back, with its own transactional id: shares again
         assert wait_until(shared, 40), f"a:\n{a.tail()}\nb:\n{b.tail()}"
         feeder.join(120)

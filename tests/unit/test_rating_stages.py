@@ -402,3 +402,13 @@ def test_cdr_sink_command_passes_its_instance(monkeypatch):
     result = CliRunner().invoke(app, ["cdr-sink", "--instance", "lagos-2", "--group-id", "grp"])
     assert result.exit_code == 0, result.output
     assert seen[0].instance == "lagos-2" and seen[0].group_id == "grp"
+
+
+def test_a_consumer_replaced_again_and_again_without_a_commit_means_a_twin_and_the_rater_exits(rater):
+    rater.replaced()
+    rater.replaced()  # a broker pause may fence a static member by its own rejoin: go on
+    _process(rater, _leg_messages())  # a commit in between: the count starts again
+    rater.replaced()
+    rater.replaced()
+    with pytest.raises(SystemExit):
+        rater.replaced()  # another rater with our --instance keeps taking our membership
