@@ -58,7 +58,6 @@ from confluent_kafka import (
 )
 
 from callback.kafka_io import ConsumerFailed, failed_for_good, is_record
-from callback.topic_reader import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +336,8 @@ class TransactionCommit:
 class StageLoop:
     """Consume, hand records to ``stage``, and checkpoint: flush → produce → commit (module doc).
 
-    ``topics``: subscribe to them (group-managed partitions); None: the stage assigns partitions
-    itself (``assign_committed``) and a failed commit rewinds to ``positions``."""
+    ``topics``: subscribe to them (group-managed partitions); None: the consumer is assigned its
+    partitions by the caller, who sets ``positions``, and a failed commit rewinds there."""
 
     def __init__(
         self,
@@ -517,17 +516,6 @@ class StageLoop:
             self.take(msg)
 
     # --- where the consumer reads -------------------------------------------------------------------
-    def assign_committed(self, topic: str) -> list[int]:
-        """Assign every partition of ``topic`` at its committed offset (the beginning if none):
-        for a stage that owns all partitions itself. Returns the partitions."""
-        parts = partitions_of(self.consumer, topic)
-        committed = self.consumer.committed([TopicPartition(topic, p) for p in parts], timeout=30)
-        self.positions = {
-            (topic, tp.partition): (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed
-        }
-        self.rewind()
-        return parts
-
     def rewind(self) -> None:
         """Read again from the last committed positions: an assigned consumer is assigned there
         again, a subscribed one of a stage that keeps partition state seeks there; another
