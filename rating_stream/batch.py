@@ -226,7 +226,7 @@ class RatingBatch:
             self.result.duplicates += 1
             log.debug("dropping re-rate of leg %s to version %d: already applied", leg_id, version)
             return None
-        payer = Payer(kind=cdr.payer_kind, id=cdr.payer_id)
+        payer = cdr.payer
         try:
             terms = self._terms_of(payer, payer.key)
             if terms.opening.currency != cdr.currency:

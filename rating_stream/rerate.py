@@ -179,8 +179,8 @@ def publish_rerates(requests: list[RerateRequest], topic: str, timeout_s: float 
 
     producer = Producer(producer_config())
     for request in requests:
-        key = f"{request.cdr.payer_kind.value}:{request.cdr.payer_id}"
-        producer.produce(topic, request.model_dump_json().encode(), key.encode(), on_delivery=delivered)
+        key = request.cdr.payer.key.encode()
+        producer.produce(topic, request.model_dump_json().encode(), key, on_delivery=delivered)
         producer.poll(0)
     left = producer.flush(timeout_s)
     if left or failed:

@@ -14,6 +14,7 @@ from schemas.callback import (
     CallbackId,
     Disposition,
     LegType,
+    Payer,
     PayerKind,
     Q850Cause,
     SessionState,
@@ -79,6 +80,11 @@ class RatedCdr(Envelope):
     auth_method: AuthMethod | None = None
     final_state: SessionState | None = None
     rated_at: CdrTime
+
+    @property
+    def payer(self) -> Payer:
+        """Who this leg was charged to (``payer.key`` keys it on ``cdr.rerates`` and the balances)."""
+        return Payer(kind=self.payer_kind, id=self.payer_id)
 
 
 class BalanceUpdate(Envelope):

@@ -38,7 +38,7 @@ def _batch(ledger: Ledger, rerated: dict[str, int]) -> RatingBatch:
 def test_a_rerate_moves_the_balance_by_the_difference_and_publishes_its_cdr():
     ledger, rerated = Ledger(), {}
     cdr = _charged_cdr(ledger)
-    key = f"{cdr.payer_kind.value}:{cdr.payer_id}"
+    key = cdr.payer.key
     before = ledger.get(key).balance
     batch = _batch(ledger, rerated)
     batch.add_rerate(0, _request(cdr, cdr.price + Decimal("0.25")))
@@ -58,7 +58,7 @@ def test_a_rerate_moves_the_balance_by_the_difference_and_publishes_its_cdr():
 def test_a_version_already_applied_is_dropped_and_a_newer_one_is_not():
     ledger, rerated = Ledger(), {}
     cdr = _charged_cdr(ledger)
-    key = f"{cdr.payer_kind.value}:{cdr.payer_id}"
+    key = cdr.payer.key
     first = _batch(ledger, rerated)
     first.add_rerate(0, _request(cdr, Decimal(0)))
     first.add_rerate(1, _request(cdr, Decimal(0)))  # the same run published twice, one batch
