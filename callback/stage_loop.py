@@ -31,6 +31,8 @@ Around that order, the same for every stage:
   are fetched, which for a read_committed consumer waits until the previous owner's transaction
   is over (KIP-447), so what the stage reloads is all that was committed; its consumer starts
   each partition there, and an aborted transaction seeks back to it;
+* a loop that has not come round for ``stall_report_s`` (every wait in it is bounded, so it should
+  have) logs where its threads are (``StallWatch``), and again while it lasts;
 * SIGTERM/SIGINT stop it: the pending batch is checkpointed, and an effect still waiting for its
   server gives up (``Abandoned``), its offsets uncommitted; ``idle_exit_s`` stops it after that
   long without a record.
@@ -58,6 +60,7 @@ from confluent_kafka import (
 )
 
 from callback.kafka_io import ConsumerFailed, failed_for_good, is_record
+from callback.stall_watch import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +357,7 @@ class StageLoop:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 15.0,
         assign_timeout_s: float = 90.0,
+        stall_report_s: float = 120.0,
     ) -> None:
         self.stage = stage
         self._new_consumer = new_consumer
@@ -380,6 +384,8 @@ class StageLoop:
         self.failed: KafkaError | None = None
         self._replace_delay_s = backoff_initial_s
         self._late: list[Message] = []
+        #: logs where the loop is if it has not come round for ``stall_report_s`` (stall_watch.py)
+        self.watch = StallWatch(f"the {stage.noun} loop", after_s=stall_report_s)
 
     # --- running ---------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -393,8 +399,10 @@ class StageLoop:
             start()
         self._subscribe()
         idle_since = time.monotonic()
+        self.watch.start()
         try:
             while not self.stopping:
+                self.watch.beat()
                 if self.failed is not None:
                     self.replace_consumer()
                     continue
@@ -418,6 +426,7 @@ class StageLoop:
             self.complete()
         finally:
             self.stopping = True  # an effect still waiting for its server gives up, uncommitted
+            self.watch.stop()
             self.stage.close()
             self.consumer.close()
         return 0
@@ -484,6 +493,7 @@ class StageLoop:
             self.consumer.pause(self.consumer.assignment())
             try:
                 while not inflight.done.done():
+                    self.watch.beat()  # waiting on a slow server is not a stall: the stage logs it
                     self._late.extend(self.consumer.consume(num_messages=1000, timeout=0.2))
             finally:
                 self.consumer.resume(self.consumer.assignment())
