@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 #: seconds an admin request may take; topic creation on a loaded cluster can be slow
 ADMIN_TIMEOUT_S = 30.0
+#: a topic whose creation failed for a passing reason is asked for again, this many times in all
+CREATE_ATTEMPTS = 5
+#: passing failures librdkafka does not mark retriable: a broker handle dropped while the request
+#: waited (a new cluster's metadata still changing), a lost connection, a timeout
+_TRANSIENT = (KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
 
 
 class TopicError(RuntimeError):
@@ -120,17 +125,29 @@ def _create(admin: AdminClient, specs: list[TopicSpec], replication: Replication
     isr = {"min.insync.replicas": str(replication.min_insync_replicas)}
     new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication.factor,
                     config=s.configs() | isr) for s in specs]
-    created = []
-    for name, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S,
-                                            request_timeout=ADMIN_TIMEOUT_S).items():
-        try:
-            future.result()
-            created.append(name)
-            log.debug("topics: created %s", name)
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:  # a concurrent apply won the race: fine
+    created: list[str] = []
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        again = []
+        by_name = {topic.topic: topic for topic in new}
+        for name, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S,
+                                                request_timeout=ADMIN_TIMEOUT_S).items():
+            try:
+                future.result()
+                created.append(name)
+                log.debug("topics: created %s", name)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # a concurrent apply won the race
+                    continue
+                if attempt < CREATE_ATTEMPTS and (error.retriable() or error.code() in _TRANSIENT):
+                    log.warning("topics: creating %s failed (%s); trying again", name, error.str())
+                    again.append(by_name[name])
+                    continue
                 raise TopicError(f"cannot create topic {name}: {error.str()}") from exc
+        if not again:
+            break
+        new = again
+        time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
     log.info("topics: created %d topic(s)", len(created))
     return created
 
