@@ -195,9 +195,17 @@ def _pause_before_retry(what: str, attempt: int, err: KafkaError) -> None:
 class TransactionCommit:
     """Produce the outputs and send the offsets in one transaction of ``producer``: all or nothing.
 
-    A call that times out is retried for as long as the transaction may last; an abortable error
-    (or a broker silent for longer) aborts it and returns False, and the loop rewinds; a fatal one
-    (fenced: another producer took ``transactional_id``) raises, for the process to exit.
+    A call that times out is retried for half as long as the transaction may last; an abortable
+    error (or a broker silent for longer) aborts it and returns False, and the loop rewinds; a fatal
+    one (fenced: another producer took ``transactional_id``) raises, for the process to exit.
+
+    A transaction left unanswered that long also gets a new producer (when ``new_producer`` is
+    given): librdkafka (2.16) can keep waiting on a group coordinator that left the cluster, its
+    ``send_offsets_to_transaction`` timing out for ever while the other brokers answer
+    (confluentinc/librdkafka#5511, seen in tests/integration/test_cluster_chaos.py when the killed
+    broker coordinated the raters' group); a new producer looks its coordinators up afresh. Half
+    the transaction timeout leaves the abort to us rather than to the broker, which would fence
+    the producer.
 
     A producer whose abort does not go through within ``ABORT_PATIENCE_S`` is replaced by a new one
     from ``new_producer`` (when given): after a broker pause librdkafka's transactional producer can
@@ -225,6 +233,7 @@ class TransactionCommit:
         self.new_producer = new_producer
 
     def commit(self, loop: StageLoop, offsets: Offsets, produce: Callable[[], None], what: str) -> bool:
+        deadline = time.monotonic() + self.timeout_s / 2
         try:
             self.producer.begin_transaction()
             produce()
@@ -232,12 +241,13 @@ class TransactionCommit:
             self._retrying(
                 loop,
                 "send_offsets_to_transaction",
-                lambda: self.producer.send_offsets_to_transaction(
-                    partitions, loop.consumer.consumer_group_metadata(), self.timeout_s
+                lambda left: self.producer.send_offsets_to_transaction(
+                    partitions, loop.consumer.consumer_group_metadata(), left
                 ),
+                deadline,
             )
             self._retrying(
-                loop, "commit_transaction", lambda: self.producer.commit_transaction(self.timeout_s)
+                loop, "commit_transaction", lambda left: self.producer.commit_transaction(left), deadline
             )
             return True
         except KafkaException as exc:
@@ -255,17 +265,28 @@ class TransactionCommit:
                 log.critical("fatal Kafka error in transaction, exiting: %s", err)
                 raise
             log.warning("transaction of %s aborted (%s); rewinding to %s", what, err, loop.positions)
+            producer = self.producer
             self._abort(loop)
+            if (
+                err.code() == KafkaError._TIMED_OUT
+                and self.new_producer is not None
+                and self.producer is producer  # the abort did not replace it already
+                and not loop.stopping
+            ):
+                self._replace_producer(
+                    loop, f"its transaction got no answer within {self.timeout_s / 2:.0f} s"
+                )
             return False
 
-    def _retrying(self, loop: StageLoop, what: str, call: Callable[[], None]) -> None:
-        """``call`` again while it fails with a retriable error (a timeout: the broker did not answer
-        in time), for as long as the transaction may last; any other error is raised."""
-        deadline = time.monotonic() + self.timeout_s
+    def _retrying(
+        self, loop: StageLoop, what: str, call: Callable[[float], None], deadline: float
+    ) -> None:
+        """``call(seconds left)`` again while it fails with a retriable error (a timeout: the broker
+        did not answer in time), until ``deadline``; any other error is raised."""
         attempt = 0
         while True:
             try:
-                call()
+                call(max(deadline - time.monotonic(), 1.0))
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -287,7 +308,7 @@ class TransactionCommit:
         started = time.monotonic()
         while True:
             if self.new_producer is not None and time.monotonic() - started >= self.ABORT_PATIENCE_S:
-                self._replace_producer(loop)
+                self._replace_producer(loop, f"it could not abort within {self.ABORT_PATIENCE_S:.0f} s")
                 return
             try:
                 self.producer.abort_transaction(min(self.timeout_s, self.ABORT_PATIENCE_S))
@@ -307,15 +328,14 @@ class TransactionCommit:
                 attempt += 1
                 _pause_before_retry("abort_transaction", attempt, err)
 
-    def _replace_producer(self, loop: StageLoop) -> None:
+    def _replace_producer(self, loop: StageLoop, why: str) -> None:
         """A new transactional producer with the same id; its ``init_transactions`` aborts what the
         old one left open. Retried while the broker does not answer (until stopping)."""
         assert self.new_producer is not None
         log.warning(
-            "the transactional producer could not abort within %.0f s; replacing it (the new one "
-            "aborts the open transaction of %s)",
-            self.ABORT_PATIENCE_S,
+            "replacing the transactional producer of %s: %s (the new one aborts what it left open)",
             self.transactional_id,
+            why,
         )
         try:
             self.producer.purge(in_queue=True, in_flight=True)  # nothing of the old one is sent

@@ -228,17 +228,21 @@ def test_an_abortable_error_aborts_rewinds_and_the_batch_is_rated_again(rater):
 
 
 def test_a_broker_silent_for_longer_than_a_transaction_aborts_instead_of_exiting(rater):
-    """send_offsets keeps timing out past the transaction timeout (0.5 s here): abort and read the
-    batch again. This used to raise, so the rater exited."""
-    rater.producer.failures = {
+    """send_offsets keeps timing out for half the transaction timeout (0.25 s of 0.5 s here): abort,
+    take a new producer (librdkafka can keep waiting on a coordinator that left the cluster, and a
+    new producer looks it up afresh), and read the batch again. This used to raise, so the rater
+    exited; then it aborted but kept the wedged producer for ever."""
+    wedged = rater.producer
+    wedged.failures = {
         "send_offsets_to_transaction": [_kafka_error(KafkaError._TIMED_OUT, retriable=True)] * 50,
     }
     _process(rater, _leg_messages())
-    assert "abort_transaction" in rater.producer.calls
-    assert _cdr_keys(rater.producer) == []
-    rater.producer.failures = {}
+    assert "abort_transaction" in wedged.calls
+    assert _cdr_keys(wedged) == []
+    assert rater.producer is not wedged and rater.producer.calls == ["init_transactions"]
     _process(rater, _leg_messages())
     assert len(_cdr_keys(rater.producer)) == 40
+    assert wedged.failures["send_offsets_to_transaction"], "the wedged producer is not used again"
 
 
 def test_being_fenced_still_exits(rater):
