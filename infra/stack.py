@@ -986,9 +986,13 @@ def _provision(lay: StackLayout) -> tuple[Any, list[str]]:
     # by address, like the probes: these are this stack's servers whatever the settings point at
     if lay.brokers > 1:
         # each node answered listing itself; the catalogue needs every node in everyone's metadata
-        # (a topic created while a node is still joining fails, or gets fewer replicas)
-        if not wait_until(lambda: _kafka_answers(lay.kafka_bootstrap, brokers=lay.brokers), START_TIMEOUT_S,
-                          interval=0.5):
+        # (a topic created while a node is still joining fails, or gets fewer replicas). Asked of
+        # each node by its own address: a client's metadata comes from any one of them, and a node
+        # whose cache lags still lists fewer brokers than the others
+        def everyone_listed() -> bool:
+            return all(_kafka_answers(node.address, brokers=lay.brokers) for node in lay.kafka_nodes())
+
+        if not wait_until(everyone_listed, START_TIMEOUT_S, interval=0.5):
             raise StackError(f"the cluster at {lay.kafka_bootstrap} does not list its {lay.brokers} "
                              f"brokers {START_TIMEOUT_S:.0f} s after they started: see the nodes' server.log")
     replication = Replication.for_brokers(lay.brokers)
