@@ -151,9 +151,13 @@ class Clocks:
         stage.take = timed_take
 
 
-def _rater_child(opts: RaterOptions, clocks: Clocks, together: Any = None) -> None:
+def _rater_child(
+    opts: RaterOptions, clocks: Clocks, together: Any = None, committed_keys: Any = None
+) -> None:
     """A rater; with ``together`` (a barrier) it joins its group only when every member of the run
-    has started, so the members share the legs from the first rebalance on."""
+    has started, so the members share the legs from the first rebalance on; with
+    ``committed_keys`` (a queue) it reports (time committed, CDR keys) of every transaction, for
+    the latency run."""
     rater = Rater(opts)
     settled, start = rater.settled, rater.start
 
@@ -165,6 +169,8 @@ def _rater_child(opts: RaterOptions, clocks: Clocks, together: Any = None) -> No
         settled(rated, committed)
         if committed:
             clocks.progressed(clocks.done.value + len(rated.msgs))
+            if committed_keys is not None:
+                committed_keys.put((time.time(), [key for key, _value in rated.result.cdrs]))
 
     clocks.start_at_first_record(rater)
     rater.settled = counted  # type: ignore[method-assign]
@@ -514,6 +520,10 @@ class Latency:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    #: the two halves of the way: produced -> the rater's transaction committed, and committed ->
+    #: stored by the sink; (p50, p99) each
+    to_commit_ms: tuple[float, float] = (0.0, 0.0)
+    commit_to_stored_ms: tuple[float, float] = (0.0, 0.0)
 
     @property
     def met(self) -> bool:
@@ -525,8 +535,9 @@ def run_latency(
 ) -> Latency:
     """Leg -> ClickHouse latency at a steady ``rate``: legs produced paced (every 10 ms, with the
     pipeline's producer settings and linger.ms 5), each one's produce time kept; the real rater and
-    sink run as processes and the sink reports when each batch was stored. Latency = stored -
-    produced, per leg, for the legs after ``warmup_s``; every leg must be stored."""
+    sink run as processes and the sink reports when each batch was stored (the rater when each
+    transaction committed, for the split). Latency = stored - produced, per leg, for the legs after
+    ``warmup_s``; every leg must be stored."""
     from confluent_kafka import Producer
 
     from callback.kafka_io import producer_config
@@ -534,10 +545,10 @@ def run_latency(
     bench = _Bench(keep=False)
     names = bench.names
     try:
-        stored_q = bench.ctx.Queue()
+        stored_q, committed_q = bench.ctx.Queue(), bench.ctx.Queue()
         rater, sink = Clocks.make(bench.ctx), Clocks.make(bench.ctx)
         procs = [
-            bench.start(_rater_child, (bench.rater_options(20_000), rater), "rater"),
+            bench.start(_rater_child, (bench.rater_options(20_000), rater, None, committed_q), "rater"),
             bench.start(_sink_child, (bench.sink_options(), False, sink, stored_q), "sink"),
         ]
         total = int(rate * (warmup_s + seconds))
@@ -568,18 +579,35 @@ def run_latency(
             for k in batch:
                 stored.setdefault(k, at)
         _check_count("legs stored in the latency run", len(stored), total)
-        measured = sorted((stored[k] - produced[k]) * 1000 for k in keys[int(rate * warmup_s) :])
+        committed: dict[bytes, float] = {}
+        while len(committed) < total:  # every stored leg was committed before: all reported by now
+            at, batch = committed_q.get(timeout=30)
+            for k in batch:
+                committed.setdefault(k, at)
+        timed = keys[int(rate * warmup_s) :]
+        measured = sorted((stored[k] - produced[k]) * 1000 for k in timed)
         q = statistics.quantiles(measured, n=100, method="inclusive")
-        result = Latency(rate, len(measured), round(q[49], 1), round(q[98], 1), round(measured[-1], 1))
+        result = Latency(
+            rate, len(measured), round(q[49], 1), round(q[98], 1), round(measured[-1], 1),
+            _p50_p99([(committed[k] - produced[k]) * 1000 for k in timed]),
+            _p50_p99([(stored[k] - committed[k]) * 1000 for k in timed]),
+        )
         echo(
             f"latency leg -> ClickHouse at {rate:,.0f} legs/s over {seconds:.0f} s ({result.legs} legs "
             f"after {warmup_s:.0f} s of warm-up, every one stored): p50 {result.p50_ms} ms, "
             f"p99 {result.p99_ms} ms, max {result.max_ms} ms "
-            f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if result.met else 'NOT met'})"
+            f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if result.met else 'NOT met'}); "
+            f"produced -> rater committed p50/p99 {result.to_commit_ms[0]}/{result.to_commit_ms[1]} ms, "
+            f"committed -> stored {result.commit_to_stored_ms[0]}/{result.commit_to_stored_ms[1]} ms"
         )
         return result
     finally:
         bench.close()
+
+
+def _p50_p99(ms: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return round(q[49], 1), round(q[98], 1)
 
 
 def _create_views(ch: Any, names: Names) -> None:

@@ -1,5 +1,6 @@
-"""``callback bench rating`` runs end to end on the stack and prints both rates and their ratio
-(a small run: the figures themselves are recorded in docs/rating.md, not asserted here)."""
+"""``callback bench rating`` runs end to end on the stack and prints both rates, their ratio and
+the latency with its two halves (a small run: the figures themselves are recorded in
+docs/rating.md, not asserted here)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ pytestmark = pytest.mark.integration
 
 def test_bench_prints_rated_and_passthrough_rates_and_ratio(stack):
     out = subprocess.run(
-        [sys.executable, "-m", "callback.cli", "bench", "rating", "--legs", "3000", "--rounds", "1"],
+        [sys.executable, "-m", "callback.cli", "bench", "rating", "--legs", "3000", "--rounds", "1",
+         "--latency", "--rate", "200", "--seconds", "3"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -27,3 +29,12 @@ def test_bench_prints_rated_and_passthrough_rates_and_ratio(stack):
     ratio = re.search(r"ratio rated/pass-through: ([\d.]+)", text)
     assert passthrough and rated and ratio, text
     assert int(rated.group(1).replace(",", "")) > 0 and float(ratio.group(1)) > 0
+    latency = re.search(
+        r"latency leg -> ClickHouse at 200 legs/s over 3 s \(600 legs .* every one stored\): "
+        r"p50 ([\d.]+) ms, "
+        r"p99 ([\d.]+) ms.*produced -> rater committed p50/p99 ([\d.]+)/([\d.]+) ms, "
+        r"committed -> stored ([\d.]+)/([\d.]+) ms", text)
+    assert latency, text
+    p50, p99, commit50, _commit99, stored50, _stored99 = (float(x) for x in latency.groups())
+    # each leg is committed by the rater before the sink can read it: the halves add up to the whole
+    assert 0 < commit50 < p50 and 0 < stored50 < p50 and p50 <= p99
