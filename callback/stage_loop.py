@@ -129,6 +129,11 @@ class Stage:
         """Whether the batch read so far (never empty) is to be flushed now."""
         return True
 
+    def due_in(self, batch: Batch) -> float:
+        """Seconds until a batch that is not due yet becomes due by time alone (``due``'s clocks):
+        the loop waits for more records no longer than that."""
+        return 0.0
+
     def flush(self) -> Future[Any]:
         """Hand the batch over and start its effect; the result goes to ``produce`` and ``settled``.
         ``Reread`` to read the batch again instead."""
@@ -362,6 +367,9 @@ class StageLoop:
     ``topics``: subscribe to them (group-managed partitions); None: the consumer is assigned its
     partitions by the caller, who sets ``positions``, and a failed commit rewinds there."""
 
+    #: how often a loop waiting for records checks the effect in flight
+    INFLIGHT_CHECK_S = 0.005
+
     def __init__(
         self,
         stage: Stage,
@@ -455,11 +463,21 @@ class StageLoop:
         """The records ready now, up to ``consume_max``, waiting up to ``consume_timeout_s`` only for
         the first: a batch closes when the input runs dry, not after a fixed wait (librdkafka's
         batch consume waits its whole timeout unless the batch fills). ``batch.input_dry`` says
-        whether the input ran dry (fewer records than asked for)."""
+        whether the input ran dry (fewer records than asked for).
+
+        The wait for a first record is shorter when something else is due sooner: the pending
+        batch by the stage's clocks (``Stage.due_in``), or the effect in flight, checked every
+        ``INFLIGHT_CHECK_S`` (nothing wakes a consumer when a worker thread finishes), so that
+        neither waits for a record that may not come."""
         consume, most = self.consumer.consume, self.consume_max
         msgs = consume(num_messages=most, timeout=0)
         if not msgs:
-            msgs = consume(num_messages=1, timeout=self.consume_timeout_s)
+            wait = self.consume_timeout_s
+            if self.inflight is not None:
+                wait = min(wait, self.INFLIGHT_CHECK_S)
+            if self.batch.offsets:
+                wait = min(wait, max(self.stage.due_in(self.batch), 0.0))
+            msgs = consume(num_messages=1, timeout=wait)
             if msgs and most > 1:
                 msgs += consume(num_messages=most - 1, timeout=0)
         self.batch.input_dry = len(msgs) < most

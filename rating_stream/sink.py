@@ -257,6 +257,13 @@ class CdrSink(Stage):
             or (batch.input_dry and now - self._flushed_at >= self.opt.min_flush_interval_s)
         )
 
+    def due_in(self, batch: Batch) -> float:
+        now = time.monotonic()
+        at_latest = (batch.first_at or now) + self.opt.flush_interval_s - now
+        if batch.input_dry:
+            return min(at_latest, self._flushed_at + self.opt.min_flush_interval_s - now)
+        return at_latest
+
     def flush(self) -> Future[_Stored]:
         """Send the pending rows to ClickHouse on the insert thread (the loop has the batch before
         them stored and committed first)."""

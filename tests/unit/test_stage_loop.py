@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -453,6 +454,49 @@ def test_a_read_takes_what_is_ready_and_waits_only_for_a_first_record():
     assert [m.offset() for m in got] == [1, 2, 3] and loop.batch.input_dry
     assert waits == [(10, 0), (1, 0.5), (9, 0)]  # only the read for a first record waited
     assert loop.read() == [] and waits[-1] == (1, 0.5)
+
+
+def test_a_read_waits_no_longer_than_the_pending_batch_or_the_effect_in_flight_allows():
+    """A batch due in 30 ms by the stage's clocks, or an effect in flight, shortens the wait for a
+    first record: neither waits out a 0.5 s poll for a record that may not come."""
+    waits: list[float] = []
+    loop, stage, _journal, consumers = _loop([[], [Msg(0, 1)]], due_at=99, consume_max=10,
+                                             consume_timeout_s=0.5)
+    original = consumers[0].consume
+
+    def consume(num_messages=1, timeout=0.0):
+        waits.append(timeout)
+        return original(num_messages=num_messages, timeout=timeout)
+
+    consumers[0].consume = consume
+    stage.due_in = lambda batch: 0.03
+    for msg in loop.read():  # nothing pending yet: the full wait
+        loop.take(msg)
+    assert waits[1] == 0.5 and loop.batch.offsets
+    loop.read()  # a batch pending, due in 30 ms
+    assert waits[-1] == 0.03
+    loop.inflight = object()  # an effect in flight: checked every INFLIGHT_CHECK_S
+    loop.read()
+    assert waits[-1] == StageLoop.INFLIGHT_CHECK_S
+    stage.due_in = lambda batch: -1.0  # overdue: no wait at all
+    loop.read()
+    assert waits[-1] == 0.0
+
+
+def test_the_sink_says_when_its_batch_is_due_by_its_clocks(monkeypatch):
+    from rating_stream import sink as sink_module
+    from rating_stream.sink import CdrSink, SinkOptions
+
+    monkeypatch.setattr(sink_module, "Consumer", lambda config: ScriptedConsumer([], []))
+    monkeypatch.setattr(sink_module, "Producer", lambda config: object())
+    monkeypatch.setattr(sink_module, "clickhouse_client", lambda *a, **k: object())
+    sink = CdrSink(SinkOptions(flush_interval_s=1.0, min_flush_interval_s=0.1))
+    now = time.monotonic()
+    batch = Batch(first_at=now - 0.2, input_dry=False)
+    sink._flushed_at = now - 0.04
+    assert 0.75 < sink.due_in(batch) <= 0.8  # more is waiting: at the latest, flush_interval_s
+    batch.input_dry = True
+    assert 0.0 < sink.due_in(batch) <= 0.06  # dry: once min_flush_interval_s has passed
 
 
 def test_a_full_read_says_more_is_waiting():
