@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -369,6 +370,8 @@ class StageLoop:
 
     #: how often a loop waiting for records checks the effect in flight
     INFLIGHT_CHECK_S = 0.005
+    #: how long closing a consumer that failed for good may take before it is left behind
+    CLOSE_PATIENCE_S = 30.0
 
     def __init__(
         self,
@@ -595,10 +598,7 @@ class StageLoop:
                 pass
         self.batch, self._late = Batch(), []
         self.stage.drop()
-        try:
-            self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.warning("closing the failed consumer: %s", exc)
+        self._close_failed_consumer(self.consumer)
         deadline = time.monotonic() + self._replace_delay_s
         while time.monotonic() < deadline and not self.stopping:
             time.sleep(0.05)
@@ -606,6 +606,25 @@ class StageLoop:
         self.consumer = self._new_consumer()
         self.failed = None
         self._subscribe()
+
+    def _close_failed_consumer(self, consumer: Consumer) -> None:
+        """Close a consumer that failed for good, waiting ``CLOSE_PATIENCE_S`` at most: librdkafka's
+        close can keep asking for a group coordinator that no broker names (confluentinc/librdkafka
+        #3740), and the loop must go on. One that does not close in time is left behind; its
+        replacement takes its place in the group (the same static member, when it has one)."""
+
+        def close() -> None:
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing the failed consumer: %s", exc)
+
+        closer = threading.Thread(target=close, name="close failed consumer", daemon=True)
+        closer.start()
+        closer.join(self.CLOSE_PATIENCE_S)
+        if closer.is_alive():
+            log.warning("the failed consumer did not close within %.0f s; leaving it behind",
+                        self.CLOSE_PATIENCE_S)
 
     def _subscribe(self) -> None:
         if self.topics is None:

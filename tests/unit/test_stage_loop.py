@@ -245,6 +245,22 @@ def test_a_failed_consumer_drops_what_it_read_and_its_replacement_reads_it_again
         loop.take(Msg(0, 2, _error=KafkaError(KafkaError._FATAL, "fenced", fatal=False)))
 
 
+def test_a_failed_consumer_that_never_closes_is_left_behind_and_replaced(monkeypatch, caplog):
+    """librdkafka's close can hang while no broker names a coordinator: the loop goes on."""
+    loop, _stage, journal, consumers = _loop(due_at=99)
+    monkeypatch.setattr(StageLoop, "CLOSE_PATIENCE_S", 0.1)
+    release = threading.Event()
+    consumers[0].close = lambda: release.wait(10)
+    loop.take(Msg(0, 1, _error=KafkaError(KafkaError._FATAL, "fenced", fatal=False)))
+    try:
+        loop.replace_consumer()
+        assert len(consumers) == 2 and loop.consumer is consumers[1] and loop.failed is None
+        assert journal[-1] == ("subscribe", ["t"])
+        assert "did not close within" in caplog.text
+    finally:
+        release.set()
+
+
 def test_reread_rewinds_and_commits_nothing():
     loop, stage, journal, _ = _loop(topics=None)
     loop.positions = {("t", 0): 3}
