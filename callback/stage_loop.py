@@ -23,8 +23,8 @@ Around that order, the same for every stage:
   them from the group (this member after it rejoins, or the partition's new owner); an assigned
   one is rewound to the last committed positions;
 * a consumer that fails for good (``ConsumerFailed``, a commit fatal error) is replaced after a
-  backoff when ``replace_failed`` (what was not committed is dropped and read again), and ends the
-  loop otherwise;
+  backoff when ``replace_failed`` (what was not committed is dropped and read again; closing the
+  old one may take ``CLOSE_PATIENCE_S`` at most), and ends the loop otherwise;
 * a partition revoked from a subscribed consumer: the pending batch is checkpointed first;
 * a stage that keeps state per partition (``Stage.keeps_partition_state``: the rater's balances)
   is told of every new assignment (``Stage.assigned``) after the partitions' committed offsets
