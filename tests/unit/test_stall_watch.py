@@ -9,6 +9,7 @@ import time
 import pytest
 
 from callback.stall_watch import StallWatch
+from infra.process import wait_until
 
 
 def _wedged_in_a_call_without_timeout(release: threading.Event) -> None:
@@ -17,15 +18,6 @@ def _wedged_in_a_call_without_timeout(release: threading.Event) -> None:
 
 def _reports(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "callback.stall_watch"]
-
-
-def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_a_stalled_loop_is_reported_with_its_stack_and_its_recovery(caplog: pytest.LogCaptureFixture) -> None:
@@ -46,7 +38,7 @@ def test_a_stalled_loop_is_reported_with_its_stack_and_its_recovery(caplog: pyte
     worker.start()
     started.wait(5)
     try:
-        assert _wait_for(lambda: len(_reports(caplog)) >= 1)
+        assert wait_until(lambda: len(_reports(caplog)) >= 1, 5, interval=0.02)
         [report] = _reports(caplog)
         assert report.startswith("the test loop has not come round its loop for")
         loop_part = report.split("--- thread looper (the loop)\n")[1].split("--- thread")[0]
@@ -55,7 +47,8 @@ def test_a_stalled_loop_is_reported_with_its_stack_and_its_recovery(caplog: pyte
         assert len(_reports(caplog)) == 1, "reported once per repeat_s, not every tick"
     finally:
         release.set()
-    assert _wait_for(lambda: any("came round its loop again" in m for m in _reports(caplog)))
+    assert wait_until(lambda: any("came round its loop again" in m for m in _reports(caplog)), 5,
+                      interval=0.02)
     worker.join(5)
     watches[0].stop()
 
