@@ -250,16 +250,13 @@ class CdrSink(Stage):
         self._msgs.append(msg)
 
     def due(self, batch: Batch) -> bool:
-        now = time.monotonic()
-        return (
-            len(self._rows) >= self.opt.batch_max
-            or now - (batch.first_at or 0) >= self.opt.flush_interval_s
-            or (batch.input_dry and now - self._flushed_at >= self.opt.min_flush_interval_s)
-        )
+        return len(self._rows) >= self.opt.batch_max or self.due_in(batch) <= 0
 
     def due_in(self, batch: Batch) -> float:
+        """Until ``flush_interval_s`` after the batch's first row, or, once nothing more is waiting,
+        until ``min_flush_interval_s`` after the previous insert began (module doc)."""
         now = time.monotonic()
-        at_latest = (batch.first_at or now) + self.opt.flush_interval_s - now
+        at_latest = (batch.first_at or 0) + self.opt.flush_interval_s - now
         if batch.input_dry:
             return min(at_latest, self._flushed_at + self.opt.min_flush_interval_s - now)
         return at_latest
