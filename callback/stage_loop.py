@@ -238,8 +238,13 @@ class TransactionCommit:
         self.fenced_by = fenced_by
         self.new_producer = new_producer
 
+    @property
+    def answer_within_s(self) -> float:
+        """How long a transaction may go unanswered before it is aborted (class doc)."""
+        return self.timeout_s / 2
+
     def commit(self, loop: StageLoop, offsets: Offsets, produce: Callable[[], None], what: str) -> bool:
-        deadline = time.monotonic() + self.timeout_s / 2
+        deadline = time.monotonic() + self.answer_within_s
         try:
             self.producer.begin_transaction()
             produce()
@@ -280,7 +285,7 @@ class TransactionCommit:
                 and not loop.stopping
             ):
                 self._replace_producer(
-                    loop, f"its transaction got no answer within {self.timeout_s / 2:.0f} s"
+                    loop, f"its transaction got no answer within {self.answer_within_s:.0f} s"
                 )
             return False
 
