@@ -71,6 +71,11 @@ Offsets = dict[tuple[str, int], int]
 _FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
+class _Wedged(Exception):
+    """A transactional call did not return though its own timeout had long passed (the class doc
+    of ``TransactionCommit``)."""
+
+
 class Abandoned(Exception):
     """The loop is stopping before a batch's effect is durable: its offsets stay uncommitted and
     the next run reads it again."""
@@ -222,6 +227,8 @@ class TransactionCommit:
 
     #: how long an abort may keep failing before the producer is taken for wedged and replaced
     ABORT_PATIENCE_S = 10.0
+    #: how long past its own timeout a transactional call may block before it is taken for wedged
+    CALL_GRACE_S = 10.0
 
     def __init__(
         self,
@@ -261,6 +268,12 @@ class TransactionCommit:
                 loop, "commit_transaction", lambda left: self.producer.commit_transaction(left), deadline
             )
             return True
+        except _Wedged as exc:
+            if self.new_producer is None:
+                raise
+            log.warning("transaction of %s left open: %s; rewinding to %s", what, exc, loop.positions)
+            self._replace_producer(loop, str(exc))  # its init_transactions aborts it on the broker
+            return False
         except KafkaException as exc:
             err = exc.args[0]
             if err.code() in _FENCED:
@@ -297,7 +310,7 @@ class TransactionCommit:
         attempt = 0
         while True:
             try:
-                call(max(deadline - time.monotonic(), 1.0))
+                self._bounded(what, call, max(deadline - time.monotonic(), 1.0))
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -311,6 +324,29 @@ class TransactionCommit:
                     raise
                 attempt += 1
                 _pause_before_retry(what, attempt, err)
+
+    def _bounded(self, what: str, call: Callable[[float], None], timeout_s: float) -> None:
+        """``call(timeout_s)`` on a helper thread, waited for ``CALL_GRACE_S`` longer than its own
+        timeout at most: librdkafka 2.16's ``send_offsets_to_transaction`` was seen blocked for
+        minutes past a 30 s timeout after the group coordinator's broker died (rater log of a
+        cluster test run). Its exception, if any, is raised here; ``_Wedged`` if it never returned
+        (the thread is left blocked, with the producer it holds)."""
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call(timeout_s)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                outcome.append(exc)
+
+        caller = threading.Thread(target=run, name=what, daemon=True)
+        caller.start()
+        caller.join(timeout_s + self.CALL_GRACE_S)
+        if not outcome:
+            raise _Wedged(f"{what} did not return within {timeout_s + self.CALL_GRACE_S:.0f} s")
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def _abort(self, loop: StageLoop) -> None:
         """Abort the open transaction, waiting for the broker as long as it takes (unless stopping:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from typer.testing import CliRunner
 
 from callback.reference import ReferenceData
+from callback.stage_loop import TransactionCommit
 from rating_stream import rater as rater_module
 from rating_stream import sink as sink_module
 from rating_stream.cdr import cdr_json
@@ -243,6 +245,24 @@ def test_a_broker_silent_for_longer_than_a_transaction_aborts_instead_of_exiting
     _process(rater, _leg_messages())
     assert len(_cdr_keys(rater.producer)) == 40
     assert wedged.failures["send_offsets_to_transaction"], "the wedged producer is not used again"
+
+
+def test_a_transactional_call_that_never_returns_gets_a_new_producer(rater, monkeypatch):
+    """send_offsets_to_transaction blocks past its own timeout (seen with librdkafka 2.16 after the
+    group coordinator's broker died): the rater stops waiting, takes a new producer (whose
+    init_transactions aborts the open transaction) and rates the batch again with it."""
+    monkeypatch.setattr(TransactionCommit, "CALL_GRACE_S", 0.1)
+    release = threading.Event()
+    wedged = rater.producer
+    wedged.send_offsets_to_transaction = lambda *_: release.wait(10)
+    try:
+        _process(rater, _leg_messages())
+        assert rater.producer is not wedged and rater.producer.calls == ["init_transactions"]
+        assert _cdr_keys(wedged) == []
+        _process(rater, _leg_messages())
+        assert len(_cdr_keys(rater.producer)) == 40
+    finally:
+        release.set()
 
 
 def test_being_fenced_still_exits(rater):
