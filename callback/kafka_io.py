@@ -211,12 +211,17 @@ def is_record(msg: Message, where: str) -> bool:
     return False
 
 
+#: a producer's defaults that ``kafka.extra`` may change (a carrier's own compression, say)
+PRODUCER_TUNABLES: dict[str, Any] = {"linger.ms": 5, "compression.type": "lz4"}
+
+
 def producer_config(transactional_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    conf = base_config() | {
+    """Every producer's settings: ``PRODUCER_TUNABLES`` under ``kafka.extra``, and over both what
+    nothing may change (every write acknowledged by the in-sync replicas, idempotence, and the Java
+    client's partitioner, so a key lands where other clients put it), then the caller's own."""
+    conf = PRODUCER_TUNABLES | base_config() | {
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 5,
-        "compression.type": "lz4",
         "partitioner": "murmur2_random",
     }
     if transactional_id:

@@ -27,7 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: str = "PLAINTEXT"
-    #: extra librdkafka properties merged into every client (e.g. sasl.* for a carrier's cluster)
+    #: extra librdkafka properties merged into every client (e.g. sasl.* for a carrier's cluster, or a
+    #: producer's compression.type); a producer's acks, idempotence and partitioner stay as they are
     extra: dict[str, str] = Field(default_factory=dict)
 
 

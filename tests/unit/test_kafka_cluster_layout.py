@@ -227,6 +227,27 @@ def test_every_producer_waits_for_all_in_sync_replicas() -> None:
         "processors/app.py": ["-1"], "processors/bench_bare.py": ["-1"]}
 
 
+
+def test_kafka_extra_tunes_a_producer_but_cannot_loosen_its_guarantees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A carrier's ``kafka.extra`` reaches every producer (its own compression, say), but acks,
+    idempotence and the partitioner stay what exactly-once and the keys' partitions rely on."""
+    from callback.kafka_io import PRODUCER_TUNABLES, producer_config
+    from callback.settings import get_settings
+
+    assert producer_config("txn")["compression.type"] == PRODUCER_TUNABLES["compression.type"] != "zstd"
+    monkeypatch.setenv("CALLBACK_KAFKA__EXTRA", '{"compression.type": "zstd", "acks": "1", '
+                       '"enable.idempotence": "false", "partitioner": "consistent"}')
+    get_settings.cache_clear()
+    try:
+        conf = producer_config("txn")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert conf["compression.type"] == "zstd"
+    assert (conf["acks"], conf["enable.idempotence"], conf["partitioner"]) == ("all", True, "murmur2_random")
+
 def test_faust_declares_no_topic_of_its_own() -> None:
     """Faust would create topics with its topic_replication_factor (1); it creates none, so every
     topic's replication comes from the catalogue (or BROKER_DEFAULT_RF)."""
