@@ -97,6 +97,30 @@ class Batch:
     input_dry: bool = False
 
 
+@dataclass(frozen=True)
+class Pace:
+    """When a batch falls due, for a stage that paces its effects by size and time: at ``most``
+    records; else ``at_latest_s`` after its first record; and, once the input ran dry (nothing
+    more is waiting), as soon as ``min_interval_s`` has passed since the previous flush began.
+    Under load batches grow by themselves; a trickle is flushed within ``min_interval_s`` without
+    becoming one effect (an insert, a transaction) per record."""
+
+    most: int
+    at_latest_s: float
+    min_interval_s: float
+
+    def due_in(self, batch: Batch, flushed_at: float, now: float) -> float:
+        """Seconds until ``batch`` falls due by time (``Stage.due_in``); ``flushed_at`` is when the
+        previous flush began (``time.monotonic()``)."""
+        at_latest = (batch.first_at if batch.first_at is not None else now) + self.at_latest_s - now
+        if batch.input_dry:
+            return min(at_latest, flushed_at + self.min_interval_s - now)
+        return at_latest
+
+    def due(self, batch: Batch, flushed_at: float, now: float) -> bool:
+        return batch.records >= self.most or self.due_in(batch, flushed_at, now) <= 0
+
+
 @dataclass
 class _InFlight:
     done: Future[Any]

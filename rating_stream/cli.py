@@ -46,6 +46,12 @@ def rating_cmd(
         "one group share the partitions, so give each its own (two with one name fence each other)",
     ),
     batch_max: int = typer.Option(20_000, help="legs per Kafka transaction at most"),
+    min_commit_interval_s: float = typer.Option(
+        0.1,
+        min=0.0,
+        help="when nothing more is waiting on Kafka, commit what is rated, but not sooner than this "
+        "after the previous transaction began (a trickle of legs must not become a transaction each)",
+    ),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus /metrics on 127.0.0.1:PORT"),
     legs_topic: str = typer.Option("callback.legs", hidden=True),
     rerates_topic: str = typer.Option("cdr.rerates", hidden=True),
@@ -76,6 +82,7 @@ def rating_cmd(
         balances_topic=balances_topic,
         ledger_topic=ledger_topic,
         batch_max=batch_max,
+        min_commit_interval_s=min_commit_interval_s,
         idle_exit_s=idle_exit_s,
         dedupe_window_s=dedupe_window_s,
     )

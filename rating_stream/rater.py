@@ -25,7 +25,9 @@ the charged leg ids: what it reloads is all that was committed for its payers.
 The loop is ``callback/stage_loop.py``'s, shared with the CDR sink: it consumes (its group's
 partitions, from the committed offsets), hands each consume call's legs to the rater as one batch
 (``flush``: rate it in memory, debits staged; a read returns what is waiting, so a batch
-closes when the input runs dry and a quiet stream's legs are charged at once), and commits with
+closes when the input runs dry, but no sooner than ``min_commit_interval_s`` after the previous
+one began: a quiet stream's legs are charged within a tenth of a second, and a trickle is not a
+transaction per leg), and commits with
 ``TransactionCommit``: the rater's ``produce`` (CDRs, balances, dead letters) and the offsets in
 one transaction, after which ``settled`` merges the staged debits into memory.
 
@@ -50,7 +52,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from callback.kafka_io import consumer_config, dead_letter, producer_config
 from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
 from callback.reference_feed import ReferenceFeed
-from callback.stage_loop import Reread, Stage, StageLoop, TransactionCommit, done_future
+from callback.stage_loop import Batch, Pace, Reread, Stage, StageLoop, TransactionCommit, done_future
 from callback.topic_reader import partitions_of, read_latest, read_to_end, since_time, state_consumer
 from rating_stream import metrics
 from rating_stream.batch import LEG_CLOCK_SKEW_S, BatchResult, RatingBatch, RecentLegs
@@ -84,6 +86,10 @@ class RaterOptions:
     batch_max: int = 20_000
     #: how long a read waits for a first leg when none is waiting; never for more legs after it
     batch_wait_s: float = 0.5
+    #: once nothing more is waiting, a transaction begins no sooner than this after the previous
+    #: one: a trickle of legs is not a transaction each (every one costs the broker markers on each
+    #: partition it wrote; at 500 legs/s a transaction per read took most of a core of the broker)
+    min_commit_interval_s: float = 0.1
     dedupe_window_s: float = 6 * 3600.0
     txn_timeout_s: float = 60.0
     #: stop after this long without input (benchmarks, tests); None = run until signalled
@@ -120,6 +126,9 @@ class Rater(Stage):
         self.reference = ReferenceFeed(options.reference_topics, options.reference_aliases)
         #: the legs of the batch being read
         self._msgs: list[Message] = []
+        #: a batch is due when full, or once the input ran dry and the last one began long enough ago
+        self._pace = Pace(options.batch_max, options.min_commit_interval_s, options.min_commit_interval_s)
+        self._flushed_at = 0.0
         self.loop = StageLoop(
             self,
             self._new_consumer,
@@ -288,6 +297,12 @@ class Rater(Stage):
     def take(self, msg: Message) -> None:
         self._msgs.append(msg)
 
+    def due(self, batch: Batch) -> bool:
+        return self._pace.due(batch, self._flushed_at, time.monotonic())
+
+    def due_in(self, batch: Batch) -> float:
+        return self._pace.due_in(batch, self._flushed_at, time.monotonic())
+
     def replaced(self) -> None:
         """The consumer failed for good and is being replaced. Once is a broker pause (a static
         member fenced by its own rejoin); again and again with no commit between is a second
@@ -316,6 +331,7 @@ class Rater(Stage):
         """Rate the batch (in memory, debits staged); ``Reread`` when the reference catch-up could
         not reach Kafka, so no leg is dead-lettered for want of data it could not fetch."""
         msgs, self._msgs = self._msgs, []
+        self._flushed_at = time.monotonic()
         batch = RatingBatch(
             self.reference.data,
             self.ledger,

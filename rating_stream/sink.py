@@ -58,7 +58,7 @@ from confluent_kafka import Consumer, Message, Producer
 
 from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import consumer_config, dead_letter, producer_config
-from callback.stage_loop import Abandoned, Batch, ConsumerCommit, Stage, StageLoop
+from callback.stage_loop import Abandoned, Batch, ConsumerCommit, Pace, Stage, StageLoop
 from rating_stream import metrics
 from rating_stream.cdr import CDR_COLUMNS, cdr_row
 from schemas.topics import CDR_RATED
@@ -192,6 +192,7 @@ class CdrSink(Stage):
         self._msgs: list[Message] = []
         self.inserted = 0
         self._flushed_at = 0.0
+        self._pace = Pace(options.batch_max, options.flush_interval_s, options.min_flush_interval_s)
         self._insert_sql = insert_statement(options)
         self.loop = StageLoop(
             self,
@@ -250,16 +251,12 @@ class CdrSink(Stage):
         self._msgs.append(msg)
 
     def due(self, batch: Batch) -> bool:
-        return len(self._rows) >= self.opt.batch_max or self.due_in(batch) <= 0
+        return self._pace.due(batch, self._flushed_at, time.monotonic())
 
     def due_in(self, batch: Batch) -> float:
         """Until ``flush_interval_s`` after the batch's first row, or, once nothing more is waiting,
         until ``min_flush_interval_s`` after the previous insert began (module doc)."""
-        now = time.monotonic()
-        at_latest = (batch.first_at or 0) + self.opt.flush_interval_s - now
-        if batch.input_dry:
-            return min(at_latest, self._flushed_at + self.opt.min_flush_interval_s - now)
-        return at_latest
+        return self._pace.due_in(batch, self._flushed_at, time.monotonic())
 
     def flush(self) -> Future[_Stored]:
         """Send the pending rows to ClickHouse on the insert thread (the loop has the batch before

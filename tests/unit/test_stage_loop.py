@@ -519,3 +519,35 @@ def test_a_full_read_says_more_is_waiting():
     loop, _stage, _journal, _consumers = _loop([[Msg(0, i) for i in range(5)]], consume_max=3)
     assert len(loop.read()) == 3 and not loop.batch.input_dry
     assert len(loop.read()) == 2 and loop.batch.input_dry
+
+
+def test_pace_flushes_a_full_batch_a_late_one_and_a_dry_one_once_the_interval_passed():
+    from callback.stage_loop import Pace
+
+    pace = Pace(most=100, at_latest_s=1.0, min_interval_s=0.1)
+    now = 1000.0
+    flowing = Batch(records=10, first_at=now - 0.3, input_dry=False)
+    assert pace.due_in(flowing, flushed_at=now - 0.05, now=now) == pytest.approx(0.7)  # more is waiting
+    assert not pace.due(flowing, flushed_at=now - 5, now=now)
+    assert pace.due(Batch(records=100, first_at=now, input_dry=False), flushed_at=now, now=now)  # full
+    assert pace.due(Batch(records=1, first_at=now - 1.0, input_dry=False), flushed_at=now, now=now)  # late
+    dry = Batch(records=3, first_at=now - 0.01, input_dry=True)
+    assert pace.due_in(dry, flushed_at=now - 0.04, now=now) == pytest.approx(0.06)
+    assert not pace.due(dry, flushed_at=now - 0.04, now=now)
+    assert pace.due(dry, flushed_at=now - 0.1, now=now)
+
+
+def test_the_rater_commits_a_trickle_no_sooner_than_its_interval(monkeypatch):
+    from rating_stream import rater as rater_module
+    from rating_stream.rater import Rater, RaterOptions
+
+    monkeypatch.setattr(rater_module, "Consumer", lambda config: ScriptedConsumer([], []))
+    monkeypatch.setattr(rater_module, "Producer", lambda config: object())
+    rater = Rater(RaterOptions(batch_max=50, min_commit_interval_s=0.1))
+    now = time.monotonic()
+    rater._flushed_at = now - 0.03
+    dry = Batch(records=2, first_at=now, input_dry=True)
+    assert not rater.due(dry) and 0.05 < rater.due_in(dry) <= 0.07
+    assert rater.due(Batch(records=50, first_at=now, input_dry=False))  # a full transaction goes at once
+    rater._flushed_at = now - 0.2
+    assert rater.due(dry)
