@@ -260,3 +260,25 @@ class CdrWire(msgspec.Struct, gc=False):
 
 
 encode_cdr = msgspec.json.Encoder().encode
+
+
+class LedgerWire(msgspec.Struct, gc=False):
+    """``LedgerEntry`` as the rater writes it, field for field in the order of the wire."""
+
+    event_id: str
+    schema_version: int
+    time: datetime
+    source: str
+    type: str
+    payer_kind: PayerKind
+    payer_id: str
+    kind: str
+    leg_id: str
+    cdr_version: int
+    amount: str
+    balance: str
+    currency: str
+    sequence: int
+
+
+encode_ledger = msgspec.json.Encoder().encode

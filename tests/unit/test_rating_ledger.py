@@ -43,6 +43,7 @@ def test_every_charged_leg_has_one_entry_and_they_add_up_to_the_balances():
         batch, result = _rate(ledger, chunk)
         for key, value in result.ledger:
             entry = LedgerEntry.model_validate_json(value)  # the contract, as a consumer reads it
+            assert entry.model_dump_json().encode() == value  # written as the model itself writes it
             assert key.decode() == f"{entry.payer_kind.value}:{entry.payer_id}"
             history[key.decode()].append(entry)
         for key, value in result.balances:
