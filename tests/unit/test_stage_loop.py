@@ -551,3 +551,19 @@ def test_the_rater_commits_a_trickle_no_sooner_than_its_interval(monkeypatch):
     assert rater.due(Batch(records=50, first_at=now, input_dry=False))  # a full transaction goes at once
     rater._flushed_at = now - 0.2
     assert rater.due(dry)
+
+
+def test_the_loop_spaces_out_garbage_collections_while_it_runs_and_restores_them_after():
+    import gc
+
+    from callback.stage_loop import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    seen = []
+    loop, stage, _journal, _consumers = _loop([[Msg(0, 0)], [Msg(0, 1)]], idle_exit_s=0.01)
+    take = stage.take
+    stage.take = lambda msg: (seen.append(gc.get_threshold()), take(msg))
+    loop.run()
+    assert seen and set(seen) == {GC_THRESHOLDS}
+    assert gc.get_threshold() == before
