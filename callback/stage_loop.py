@@ -150,6 +150,10 @@ class Stage:
     #: True: the stage's memory follows its partitions (``assigned`` reloads it on every
     #: assignment) and an aborted commit rewinds a subscribed consumer to the committed offsets
     keeps_partition_state = False
+    #: how its batches fall due by size and time (``due``, ``due_in``); None: at every read
+    pace: Pace | None = None
+    #: when the loop last began a flush (``time.monotonic()``), for ``pace``
+    flushed_at = 0.0
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
         """The group handed this member ``partitions`` (all it now holds), whose committed offsets
@@ -165,12 +169,12 @@ class Stage:
 
     def due(self, batch: Batch) -> bool:
         """Whether the batch read so far (never empty) is to be flushed now."""
-        return True
+        return self.pace is None or self.pace.due(batch, self.flushed_at, time.monotonic())
 
     def due_in(self, batch: Batch) -> float:
         """Seconds until a batch that is not due yet becomes due by time alone (``due``'s clocks):
         the loop waits for more records no longer than that."""
-        return 0.0
+        return 0.0 if self.pace is None else self.pace.due_in(batch, self.flushed_at, time.monotonic())
 
     def flush(self) -> Future[Any]:
         """Hand the batch over and start its effect; the result goes to ``produce`` and ``settled``.
@@ -587,6 +591,7 @@ class StageLoop:
             return
         self.complete(poll_while_waiting)
         batch, self.batch = self.batch, Batch()
+        self.stage.flushed_at = time.monotonic()
         try:
             done = self.stage.flush()
         except Reread:

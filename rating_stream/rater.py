@@ -52,7 +52,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from callback.kafka_io import consumer_config, dead_letter, producer_config
 from callback.reference_feed import RATING_TOPICS as REFERENCE_TOPICS
 from callback.reference_feed import ReferenceFeed
-from callback.stage_loop import Batch, Pace, Reread, Stage, StageLoop, TransactionCommit, done_future
+from callback.stage_loop import Pace, Reread, Stage, StageLoop, TransactionCommit, done_future
 from callback.topic_reader import partitions_of, read_latest, read_to_end, since_time, state_consumer
 from rating_stream import metrics
 from rating_stream.batch import LEG_CLOCK_SKEW_S, BatchResult, RatingBatch, RecentLegs
@@ -127,8 +127,7 @@ class Rater(Stage):
         #: the legs of the batch being read
         self._msgs: list[Message] = []
         #: a batch is due when full, or once the input ran dry and the last one began long enough ago
-        self._pace = Pace(options.batch_max, options.min_commit_interval_s, options.min_commit_interval_s)
-        self._flushed_at = 0.0
+        self.pace = Pace(options.batch_max, options.min_commit_interval_s, options.min_commit_interval_s)
         self.loop = StageLoop(
             self,
             self._new_consumer,
@@ -297,12 +296,6 @@ class Rater(Stage):
     def take(self, msg: Message) -> None:
         self._msgs.append(msg)
 
-    def due(self, batch: Batch) -> bool:
-        return self._pace.due(batch, self._flushed_at, time.monotonic())
-
-    def due_in(self, batch: Batch) -> float:
-        return self._pace.due_in(batch, self._flushed_at, time.monotonic())
-
     def replaced(self) -> None:
         """The consumer failed for good and is being replaced. Once is a broker pause (a static
         member fenced by its own rejoin); again and again with no commit between is a second
@@ -331,7 +324,6 @@ class Rater(Stage):
         """Rate the batch (in memory, debits staged); ``Reread`` when the reference catch-up could
         not reach Kafka, so no leg is dead-lettered for want of data it could not fetch."""
         msgs, self._msgs = self._msgs, []
-        self._flushed_at = time.monotonic()
         batch = RatingBatch(
             self.reference.data,
             self.ledger,

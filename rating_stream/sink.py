@@ -58,7 +58,7 @@ from confluent_kafka import Consumer, Message, Producer
 
 from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import consumer_config, dead_letter, producer_config
-from callback.stage_loop import Abandoned, Batch, ConsumerCommit, Pace, Stage, StageLoop
+from callback.stage_loop import Abandoned, ConsumerCommit, Pace, Stage, StageLoop
 from rating_stream import metrics
 from rating_stream.cdr import CDR_COLUMNS, cdr_row
 from schemas.topics import CDR_RATED
@@ -191,8 +191,9 @@ class CdrSink(Stage):
         #: the record of each row in ``_rows``, for dead-lettering it if ClickHouse refuses it
         self._msgs: list[Message] = []
         self.inserted = 0
-        self._flushed_at = 0.0
-        self._pace = Pace(options.batch_max, options.flush_interval_s, options.min_flush_interval_s)
+        #: due at ``batch_max`` rows, ``flush_interval_s`` after the first, or once the input ran dry
+        #: ``min_flush_interval_s`` after the previous insert began (module doc)
+        self.pace = Pace(options.batch_max, options.flush_interval_s, options.min_flush_interval_s)
         self._insert_sql = insert_statement(options)
         self.loop = StageLoop(
             self,
@@ -250,20 +251,11 @@ class CdrSink(Stage):
             return
         self._msgs.append(msg)
 
-    def due(self, batch: Batch) -> bool:
-        return self._pace.due(batch, self._flushed_at, time.monotonic())
-
-    def due_in(self, batch: Batch) -> float:
-        """Until ``flush_interval_s`` after the batch's first row, or, once nothing more is waiting,
-        until ``min_flush_interval_s`` after the previous insert began (module doc)."""
-        return self._pace.due_in(batch, self._flushed_at, time.monotonic())
-
     def flush(self) -> Future[_Stored]:
         """Send the pending rows to ClickHouse on the insert thread (the loop has the batch before
         them stored and committed first)."""
         rows, msgs = self._rows, self._msgs
         self._rows, self._msgs = [], []
-        self._flushed_at = time.monotonic()
         return self._inserter.submit(lambda: _Stored(msgs, len(rows), self._store(rows)))
 
     def produce(self, stored: _Stored) -> None:

@@ -227,7 +227,6 @@ def test_every_producer_waits_for_all_in_sync_replicas() -> None:
         "processors/app.py": ["-1"], "processors/bench_bare.py": ["-1"]}
 
 
-
 def test_kafka_extra_tunes_a_producer_but_cannot_loosen_its_guarantees(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -247,6 +246,7 @@ def test_kafka_extra_tunes_a_producer_but_cannot_loosen_its_guarantees(
         get_settings.cache_clear()
     assert conf["compression.type"] == "zstd"
     assert (conf["acks"], conf["enable.idempotence"], conf["partitioner"]) == ("all", True, "murmur2_random")
+
 
 def test_faust_declares_no_topic_of_its_own() -> None:
     """Faust would create topics with its topic_replication_factor (1); it creates none, so every

@@ -509,7 +509,7 @@ def test_the_sink_says_when_its_batch_is_due_by_its_clocks(monkeypatch):
     sink = CdrSink(SinkOptions(flush_interval_s=1.0, min_flush_interval_s=0.1))
     now = time.monotonic()
     batch = Batch(first_at=now - 0.2, input_dry=False)
-    sink._flushed_at = now - 0.04
+    sink.flushed_at = now - 0.04
     assert 0.75 < sink.due_in(batch) <= 0.8  # more is waiting: at the latest, flush_interval_s
     batch.input_dry = True
     assert 0.0 < sink.due_in(batch) <= 0.06  # dry: once min_flush_interval_s has passed
@@ -545,11 +545,11 @@ def test_the_rater_commits_a_trickle_no_sooner_than_its_interval(monkeypatch):
     monkeypatch.setattr(rater_module, "Producer", lambda config: object())
     rater = Rater(RaterOptions(batch_max=50, min_commit_interval_s=0.1))
     now = time.monotonic()
-    rater._flushed_at = now - 0.03
+    rater.flushed_at = now - 0.03
     dry = Batch(records=2, first_at=now, input_dry=True)
     assert not rater.due(dry) and 0.05 < rater.due_in(dry) <= 0.07
     assert rater.due(Batch(records=50, first_at=now, input_dry=False))  # a full transaction goes at once
-    rater._flushed_at = now - 0.2
+    rater.flushed_at = now - 0.2
     assert rater.due(dry)
 
 
