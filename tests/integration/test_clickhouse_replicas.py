@@ -203,7 +203,8 @@ def test_a_retried_block_is_stored_once_and_every_table_reaches_the_other_replic
     rows = _cdr_rows(run, 40)
     leg_ids = [row[0] for row in rows]
     sql = insert_statement(SinkOptions())
-    block = insert_block(rows, datetime.now(UTC).replace(microsecond=0))
+    stamp = int(time.time())
+    block = insert_block(rows, stamp)
     first, second = replicated.replica(1), replicated.replica(2)
     first.execute(sql, block, columnar=True)
     time.sleep(1.1)  # a retry comes later: the server's now() would differ by now, the block does not
@@ -215,6 +216,9 @@ def test_a_retried_block_is_stored_once_and_every_table_reaches_the_other_replic
     assert _counts(first, leg_ids) == expected  # stored once: cdr and each view's table
     assert _counts(second, leg_ids) == expected  # and replicated, views' tables included
     assert _distributed_final(second, leg_ids) == len(rows)
+    stored_at = second.execute("SELECT DISTINCT toUnixTimestamp(inserted_at) FROM callback.cdr "
+                               "WHERE leg_id IN %(ids)s", {"ids": tuple(leg_ids)})
+    assert stored_at == [(stamp,)]  # the sink's stamp, in epoch seconds, as the row's inserted_at
     first.disconnect()
     second.disconnect()
 
@@ -228,7 +232,7 @@ def test_a_client_with_alt_hosts_inserts_and_reads_via_replica_2_when_replica_1_
     client = clickhouse_client(ch)
     before, after = _cdr_rows(f"fo{uuid.uuid4().hex[:6]}", 20), _cdr_rows(f"fo{uuid.uuid4().hex[:6]}", 20)
     sql = insert_statement(SinkOptions())
-    client.execute(sql, insert_block(before, datetime.now(UTC).replace(microsecond=0)), columnar=True)
+    client.execute(sql, insert_block(before, int(time.time())), columnar=True)
     assert client.connection.connected and client.connection.port == BASE  # replica 1 first
 
     # replication is asynchronous: parts replica 1 stored and replica 2 has not fetched yet wait for
@@ -240,7 +244,7 @@ def test_a_client_with_alt_hosts_inserts_and_reads_via_replica_2_when_replica_1_
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not port_accepts(BASE), 10, "replica 1 to stop accepting connections")
 
-    client.execute(sql, insert_block(after, datetime.now(UTC).replace(microsecond=0)), columnar=True)
+    client.execute(sql, insert_block(after, int(time.time())), columnar=True)
     assert client.connection.port == BASE + 1
     leg_ids = [row[0] for row in before + after]
     assert _counts(client, leg_ids) == dict.fromkeys(CDR_TABLES, len(leg_ids))

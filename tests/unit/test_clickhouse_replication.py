@@ -128,7 +128,7 @@ def test_a_sink_retry_sends_the_same_block() -> None:
     """inserted_at is the batch's stamp, not the server's now(): both attempts are one block, which
     a Replicated table deduplicates."""
     rows = [("leg-1", 1), ("leg-2", 2)]
-    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    stamp = int(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp())
     assert insert_block(rows, stamp) == insert_block(list(rows), stamp) == [
         ("leg-1", "leg-2"), (1, 2), [stamp, stamp]]
     stamped = SinkOptions(table="t", columns=("a", "b"))
