@@ -518,7 +518,7 @@ class StageLoop:
                     continue
                 msgs = self.read()
                 self.stage.tick()
-                if sum(self.take(msg) for msg in msgs):
+                if self.take_all(msgs):
                     idle_since = time.monotonic()
                 if self.inflight is not None and self.inflight.done.done():
                     self.complete()
@@ -568,21 +568,31 @@ class StageLoop:
 
     def take(self, msg: Message) -> bool:
         """Triage ``msg`` and, if it is a record, hand it to the stage; whether it was one."""
-        try:
-            if not is_record(msg, f"{self.stage.noun} consumer"):
-                return False
-        except ConsumerFailed as exc:
-            if not self.replace_failed:
-                raise
-            self.failed = exc.args[0]
-            return False
-        batch = self.batch
-        if batch.first_at is None:
-            batch.first_at = time.monotonic()
-        batch.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-        batch.records += 1
-        self.stage.take(msg)
-        return True
+        return self.take_all((msg,)) == 1
+
+    def take_all(self, msgs: Iterable[Message]) -> int:
+        """Triage ``msgs`` in order and hand the records among them to the stage; how many there
+        were. One loop for a whole read: per record it costs a third of a call to ``take``."""
+        batch, stage_take = self.batch, self.stage.take
+        offsets = batch.offsets
+        taken = 0
+        for msg in msgs:
+            if msg.error() is not None:
+                try:
+                    if not is_record(msg, f"{self.stage.noun} consumer"):
+                        continue
+                except ConsumerFailed as exc:
+                    if not self.replace_failed:
+                        raise
+                    self.failed = exc.args[0]
+                    continue
+            if batch.first_at is None:
+                batch.first_at = time.monotonic()
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            batch.records += 1
+            stage_take(msg)
+            taken += 1
+        return taken
 
     # --- the checkpoint: flush → produce → commit --------------------------------------------------
     def checkpoint(self, poll_while_waiting: bool = True) -> None:
@@ -644,8 +654,7 @@ class StageLoop:
             self.rewind()
         self.stage.settled(result, committed)
         late, self._late = self._late, []
-        for msg in late:  # records a paused consumer still handed out while we waited
-            self.take(msg)
+        self.take_all(late)  # records a paused consumer still handed out while we waited
 
     # --- where the consumer reads -------------------------------------------------------------------
     def rewind(self) -> None:
