@@ -17,7 +17,7 @@ import msgspec
 from rating_stream.engine import Quote
 from rating_stream.wire import CdrWire, LegWire, encode_cdr
 from schemas.callback import FinishedLeg
-from schemas.envelope import SCHEMA_VERSION, bounded_event_id
+from schemas.envelope import SCHEMA_VERSION, bounded_event_id, money_text
 from schemas.rating import RatedCdr
 from schemas.reference import Rate
 
@@ -133,8 +133,8 @@ def _rate_terms(rate: Rate) -> tuple[str, str, str, str, int, int, int]:
     terms = (
         rate.prefix,
         rate.destination,
-        format(rate.rate_per_minute, "f"),
-        format(rate.connection_fee, "f"),
+        money_text(rate.rate_per_minute),
+        money_text(rate.connection_fee),
         rate.increment_s,
         rate.minimal_time_s,
         rate.grace_time_s,
@@ -182,7 +182,7 @@ def cdr_json(leg: LegWire, q: Quote, *, version: int, rated_at: datetime, source
             payer.kind,
             payer.id,
             q.tariff_id,
-            format(q.price, "f"),
+            money_text(q.price),
             q.currency,
             leg.auth_method,
             leg.final_state,

@@ -28,7 +28,7 @@ from callback.reference import ReferenceData
 from rating_stream.engine import CompiledTariff, RatingError
 from rating_stream.wire import LedgerWire, encode_ledger
 from schemas.callback import Payer, PayerKind
-from schemas.envelope import MONEY_MAX, SCHEMA_VERSION, bounded_event_id
+from schemas.envelope import MONEY_MAX, SCHEMA_VERSION, bounded_event_id, money_text
 from schemas.rating import BalanceUpdate
 
 
@@ -173,8 +173,8 @@ class Entry:
                 "charge" if self.charge else "adjustment",
                 self.leg_id,
                 self.cdr_version,
-                format(self.amount, "f"),
-                format(account.balance, "f"),
+                money_text(self.amount),
+                money_text(account.balance),
                 account.currency,
                 account.sequence,
             )

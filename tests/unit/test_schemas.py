@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.callback import (
@@ -19,7 +21,7 @@ from schemas.callback import (
     PayerKind,
     leg_id_for,
 )
-from schemas.envelope import SCHEMA_VERSION
+from schemas.envelope import SCHEMA_VERSION, money_text
 from schemas.hangup_causes import CALLBACK_HANGUP_CAUSES, sip_for_q850
 from schemas.pbx_commands import Originate, PbxCommandRecord
 from schemas.pbx_events import ORIGINATE_REASONS, ChannelHangup, OriginateOutcome, PbxEventRecord
@@ -91,6 +93,20 @@ def test_money_is_decimal_and_a_string_on_the_wire():
     )
     again = BalanceUpdate.model_validate_json(bal.model_dump_json())
     assert again.balance == Decimal("24.72") and isinstance(again.balance, Decimal)
+
+
+@pytest.mark.parametrize("text", ["0E-8", "-0E-8", "1E+2", "1.2E-7", "0.00000012", "0.000001", "999.9880",
+                                  "-0.0120", "12345678901.5E-1"])
+def test_money_text_is_plain_notation_as_format_f_writes_it(text):
+    amount = Decimal(text)
+    assert money_text(amount) == format(amount, "f")
+    assert "E" not in money_text(amount) and Decimal(money_text(amount)) == amount
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=-10**10, max_value=10**10)
+       | st.decimals(allow_nan=False, allow_infinity=False))
+def test_money_text_equals_format_f_for_any_decimal(amount):
+    assert money_text(amount) == format(amount, "f")
 
 
 def test_rates_carry_at_most_eight_decimal_places():
