@@ -17,15 +17,20 @@ Method (printed with the figures):
 6. ``--rounds`` repeats 1-5 on fresh topics and tables; the figures reported are the medians of
    each rate and the ratio of the medians. A single round of a few seconds on two shared cores
    swings by a third from run to run, mostly on the pass-through side.
+7. Rating alone: the rater's own work (decode, price, charge, encode) over the same kind of legs,
+   in the bench's process, without Kafka (``rating_alone``); the rater's CPU per leg beyond it is
+   Kafka's share (consume, produce, transactions).
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import statistics
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -33,9 +38,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import BROKER_DEFAULT_RF, base_config
+from callback.reference import ReferenceData
 from callback.reference_feed import RATING_TOPICS
+from callback.stage_loop import GC_THRESHOLDS
+from rating_stream.batch import LEG_CLOCK_SKEW_S, RatingBatch, RecentLegs
 from rating_stream.cdr import LEG_COLUMNS, cdr_row, epoch
-from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference
+from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference, reference_records
+from rating_stream.payer import Ledger
 from rating_stream.rater import Rater, RaterOptions
 from rating_stream.sink import CdrSink, SinkOptions
 from rating_stream.wire import LegWire
@@ -267,6 +276,8 @@ class Summary:
     load_before: list[float]
     load_after: list[float]
     raters: int = 1
+    #: CPU per leg of rating alone (``rating_alone``)
+    alone_cpu_us: float = 0.0
 
     @property
     def rated(self) -> float:
@@ -298,6 +309,7 @@ class Summary:
             "ratio": round(self.ratio, 3),
             "rater_cpu_us_per_leg": round(self.rater_cpu_us, 1),
             "sink_cpu_us_per_row": round(self.sink_cpu_us, 1),
+            "rating_alone_cpu_us_per_leg": round(self.alone_cpu_us, 1),
             "stored_checked": True,
             "load_before": self.load_before,
             "load_after": self.load_after,
@@ -334,7 +346,7 @@ def run_rounds(
     for i in range(rounds):
         echo(f"--- round {i + 1} of {rounds}")
         results.append(run_bench(legs=legs, batch_max=batch_max, keep=keep, echo=echo, raters=raters))
-    summary = Summary(results, legs, load_before, load_average(), raters)
+    summary = Summary(results, legs, load_before, load_average(), raters, rating_alone(legs, batch_max))
     echo(
         f"=== median of {rounds} rounds of {legs} legs, {raters} rater(s) in one group; every round "
         f"stored exactly {legs} CDRs (FINAL) "
@@ -354,9 +366,44 @@ def run_rounds(
         f"{summary.sink_cpu_us:.1f} us, pass-through "
         f"{statistics.median(r.passthrough_cpu_us for r in results):.1f} us"
     )
+    echo(
+        f"rating alone (decode, price, charge, encode; {legs} legs in one process, no Kafka): "
+        f"{summary.alone_cpu_us:.1f} us per leg, so Kafka's share of the rater's CPU is "
+        f"{summary.rater_cpu_us - summary.alone_cpu_us:.1f} us"
+    )
     for name, goal, value, met in summary.goals():
         echo(f"goal {name}: {goal}: {value:,.2f} {'met' if met else 'NOT met'}")
     return summary
+
+
+def rating_alone(legs: int, batch_max: int) -> float:
+    """Process CPU per leg of the rater's own work: ``legs`` legs of the bench's kind rated in
+    batches of ``batch_max`` (decoded, priced, charged, encoded, each batch committed to the ledger),
+    in this process, without Kafka, with the collector set as the stage loop sets it. Every leg
+    must yield a CDR, or ``CountMismatch``."""
+    run = f"alone{uuid.uuid4().hex[:6]}"
+    ref = ReferenceData()
+    for topic, key, value in reference_records(run):
+        ref.apply(topic, key.decode(), value)
+    values = [value for _key, value in leg_records(make_legs(run, legs))]
+    ledger = Ledger()
+    recent = RecentLegs(RaterOptions().dedupe_window_s, clock_skew_s=LEG_CLOCK_SKEW_S)
+    rated = 0
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        t0 = time.process_time()
+        for start in range(0, legs, batch_max):
+            batch = RatingBatch(ref, ledger, recent, source="rating/bench", rated_at=datetime.now(UTC))
+            for i, value in enumerate(values[start : start + batch_max]):
+                batch.add(i, value)
+            rated += len(batch.finish().cdrs)
+            batch.commit(time.time())
+        cpu_s = time.process_time() - t0
+    finally:
+        gc.set_threshold(*thresholds)
+    _check_count("rating alone, CDRs", rated, legs)
+    return cpu_s / legs * 1e6
 
 
 class _Bench:

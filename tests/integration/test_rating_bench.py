@@ -29,6 +29,12 @@ def test_bench_prints_rated_and_passthrough_rates_and_ratio(stack):
     ratio = re.search(r"ratio rated/pass-through: ([\d.]+)", text)
     assert passthrough and rated and ratio, text
     assert int(rated.group(1).replace(",", "")) > 0 and float(ratio.group(1)) > 0
+    rater_cpu = re.search(r"CPU per leg \(process time, all threads\): rater ([\d.]+) us", text)
+    alone = re.search(r"rating alone \(.*3000 legs in one process, no Kafka\): ([\d.]+) us per leg, so "
+                      r"Kafka's share of the rater's CPU is (-?[\d.]+) us", text)
+    assert rater_cpu and alone, text
+    assert float(alone.group(1)) > 0
+    assert abs(float(rater_cpu.group(1)) - float(alone.group(1)) - float(alone.group(2))) < 0.15
     latency = re.search(
         r"latency leg -> ClickHouse at 200 legs/s over 3 s \(600 legs .* every one stored\): "
         r"p50 ([\d.]+) ms, "
