@@ -661,12 +661,24 @@ class StageLoop:
         """Read again from the last committed positions: an assigned consumer is assigned there
         again, a subscribed one of a stage that keeps partition state seeks there; another
         subscribed one is left to its group (its commit failed because the group moved on), which
-        hands the records out again."""
-        if self.topics is None:
-            self.consumer.assign([TopicPartition(t, p, off) for (t, p), off in self.positions.items()])
-        elif self.stage.keeps_partition_state:
-            for (t, p), off in self.positions.items():
-                self.consumer.seek(TopicPartition(t, p, off))
+        hands the records out again.
+
+        A consumer that cannot seek any more (a static member another one fenced, which the
+        transaction's commit found out before a read did: ``Local: Erroneous state``) is replaced,
+        as if a read had reported it: its successor starts at the committed positions, where the
+        rewind was going."""
+        try:
+            if self.topics is None:
+                self.consumer.assign([TopicPartition(t, p, off) for (t, p), off in self.positions.items()])
+            elif self.stage.keeps_partition_state:
+                for (t, p), off in self.positions.items():
+                    self.consumer.seek(TopicPartition(t, p, off))
+        except KafkaException as exc:
+            if not self.replace_failed:
+                raise
+            log.warning("could not rewind the %s consumer to %s (%s); replacing it",
+                        self.stage.noun, self.positions, exc.args[0])
+            self.failed = exc.args[0]
 
     def replace_consumer(self) -> None:
         """Close the consumer that failed for good and subscribe a new one, after a backoff.

@@ -215,6 +215,39 @@ def test_a_failed_commit_rewinds_an_assigned_consumer_to_the_last_committed_posi
     assert journal[-2:] == [("assign", [(0, 4)]), ("settled", [4], False)]
 
 
+def test_a_consumer_that_cannot_rewind_is_replaced_or_ends_the_loop(caplog):
+    """A static member fenced by another may learn it from a failed commit first; the seek back that
+    follows fails (``Local: Erroneous state``), and the consumer is replaced as after a failed read,
+    instead of the error ending the stage (the rater: a stage that keeps partition state)."""
+    def cannot(_tp):
+        raise _error(KafkaError._STATE)
+
+    for replace_failed in (True, False):
+        journal: list = []
+        consumers: list[ScriptedConsumer] = []
+
+        def new_consumer(journal=journal, consumers=consumers):
+            consumers.append(ScriptedConsumer([], journal))
+            consumers[-1].seek = cannot
+            return consumers[-1]
+
+        loop = StageLoop(Owner(journal), new_consumer, ConsumerCommit(reread="x"), topics=["t"],
+                         replace_failed=replace_failed, backoff_initial_s=0.0, backoff_max_s=0.0)
+        loop.positions = {("t", 0): 4}
+        consumers[0].commit_failures = [_error(KafkaError.UNKNOWN_MEMBER_ID)]
+        loop.take(Msg(0, 4))
+        if not replace_failed:
+            with pytest.raises(KafkaException):
+                loop.checkpoint()
+            continue
+        loop.checkpoint()
+        assert loop.failed is not None and loop.failed.code() == KafkaError._STATE
+        assert ("settled", [4], False) in journal and "could not rewind" in caplog.text
+        loop.replace_consumer()
+        assert consumers[0].closed and loop.consumer is consumers[1] and loop.failed is None
+        assert journal[-1] == ("subscribe", ["t"])  # its assignment starts at the committed offsets
+
+
 def test_a_commit_failed_for_good_replaces_the_consumer_or_ends_the_loop():
     loop, _stage, journal, consumers = _loop()
     consumers[0].commit_failures = [_error(KafkaError._FATAL, fatal=True)]
