@@ -224,5 +224,12 @@ def test_down_stops_every_node_and_frees_the_ports(cluster: Cluster) -> None:
     assert sorted(s.pid for s in stopped) == sorted(pids)
     for pid in pids:
         assert pid is not None and not is_alive(pid) and group_members(pid) == []
-    assert all(port_is_free(port) for port in [*KAFKA_PORTS, *PORTS.values()])
+    ports = [*KAFKA_PORTS, *PORTS.values()]
+    # a node killed after its SIGTERM grace (a KRaft broker whose quorum left first) may take a
+    # moment to release its sockets; a port still held after that names its holder
+    if not wait_until(lambda: all(port_is_free(port) for port in ports), 10):
+        busy = [port for port in ports if not port_is_free(port)]
+        holders = subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout
+        pytest.fail(f"ports still busy after down: {busy}\n" + "\n".join(
+            line for line in holders.splitlines() if any(f":{port} " in line for port in busy)))
     assert [s.running for s in local_stack.status(check=False)] == [False] * 4
