@@ -45,9 +45,10 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,18 @@ class Batch:
 #: collections ran every 150 records or so and took about 2 us of a leg's 20 in the rater's loop;
 #: with these, 1.2 us. Cyclic garbage is still collected, less often; set while the loop runs.
 GC_THRESHOLDS = (10_000, 10, 10)
+
+
+@contextmanager
+def spaced_collection() -> Iterator[None]:
+    """The collector at ``GC_THRESHOLDS`` while the block runs (a stage loop, or a measurement of
+    the work it does), at what it was before afterwards."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 @dataclass(frozen=True)
@@ -508,34 +521,32 @@ class StageLoop:
         self._subscribe()
         idle_since = time.monotonic()
         self.watch.start()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLDS)
         try:
-            while not self.stopping:
-                self.watch.beat()
-                if self.failed is not None:
-                    self.replace_consumer()
-                    continue
-                msgs = self.read()
-                self.stage.tick()
-                if self.take_all(msgs):
-                    idle_since = time.monotonic()
-                if self.inflight is not None and self.inflight.done.done():
-                    self.complete()
-                if self.batch.offsets and self.stage.due(self.batch):
-                    self.checkpoint()
-                elif (
-                    not self.batch.offsets
-                    and self.inflight is None
-                    and self.idle_exit_s is not None
-                    and time.monotonic() - idle_since > self.idle_exit_s
-                ):
-                    log.info("no %s for %.0f s, exiting", self.stage.noun, self.idle_exit_s)
-                    break
-            self.checkpoint()
-            self.complete()
+            with spaced_collection():
+                while not self.stopping:
+                    self.watch.beat()
+                    if self.failed is not None:
+                        self.replace_consumer()
+                        continue
+                    msgs = self.read()
+                    self.stage.tick()
+                    if self.take_all(msgs):
+                        idle_since = time.monotonic()
+                    if self.inflight is not None and self.inflight.done.done():
+                        self.complete()
+                    if self.batch.offsets and self.stage.due(self.batch):
+                        self.checkpoint()
+                    elif (
+                        not self.batch.offsets
+                        and self.inflight is None
+                        and self.idle_exit_s is not None
+                        and time.monotonic() - idle_since > self.idle_exit_s
+                    ):
+                        log.info("no %s for %.0f s, exiting", self.stage.noun, self.idle_exit_s)
+                        break
+                self.checkpoint()
+                self.complete()
         finally:
-            gc.set_threshold(*thresholds)
             self.stopping = True  # an effect still waiting for its server gives up, uncommitted
             self.watch.stop()
             self.stage.close()

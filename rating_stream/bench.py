@@ -24,7 +24,6 @@ Method (printed with the figures):
 
 from __future__ import annotations
 
-import gc
 import multiprocessing as mp
 import statistics
 import time
@@ -40,7 +39,7 @@ from callback.clickhouse_io import clickhouse_client
 from callback.kafka_io import BROKER_DEFAULT_RF, base_config
 from callback.reference import ReferenceData
 from callback.reference_feed import RATING_TOPICS
-from callback.stage_loop import GC_THRESHOLDS
+from callback.stage_loop import spaced_collection
 from rating_stream.batch import LEG_CLOCK_SKEW_S, RatingBatch, RecentLegs
 from rating_stream.cdr import LEG_COLUMNS, cdr_row, epoch
 from rating_stream.loadgen import leg_records, make_legs, produce, publish_reference, reference_records
@@ -389,9 +388,7 @@ def rating_alone(legs: int, batch_max: int) -> float:
     ledger = Ledger()
     recent = RecentLegs(RaterOptions().dedupe_window_s, clock_skew_s=LEG_CLOCK_SKEW_S)
     rated = 0
-    thresholds = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
+    with spaced_collection():
         t0 = time.process_time()
         for start in range(0, legs, batch_max):
             batch = RatingBatch(ref, ledger, recent, source="rating/bench", rated_at=datetime.now(UTC))
@@ -400,8 +397,6 @@ def rating_alone(legs: int, batch_max: int) -> float:
             rated += len(batch.finish().cdrs)
             batch.commit(time.time())
         cpu_s = time.process_time() - t0
-    finally:
-        gc.set_threshold(*thresholds)
     _check_count("rating alone, CDRs", rated, legs)
     return cpu_s / legs * 1e6
 
